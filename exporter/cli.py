@@ -15,6 +15,7 @@ from .errors import ExporterError
 # command name -> "module:attribute". Imported lazily so `exporter --help` stays fast
 # (torch and executorch take seconds to import).
 COMMANDS: dict[str, str] = {
+    "harness": ".harness_cli:harness",
 }
 
 
