@@ -637,7 +637,15 @@ def _shipped_ids(include_abstract: bool = False) -> list[str]:
         files = _shipped_files()
     except ProfileError:
         return []
-    return [p.stem for p in files if include_abstract or not _is_abstract(p)]
+    ids = []
+    for p in files:
+        try:
+            abstract = _is_abstract(p)
+        except ProfileError:  # a broken file still counts as a name to suggest
+            abstract = False
+        if include_abstract or not abstract:
+            ids.append(p.stem)
+    return ids
 
 
 def _load_path(path: Path, shipped: bool) -> DeviceProfile:
