@@ -316,3 +316,9 @@ def test_isa_from_cpuinfo_maps_kernel_flags():
     assert P.isa_from_cpuinfo(flags) == ("asimd", "dotprod", "i8mm", "bf16")
     assert set(P.CPUINFO_FLAG) == set(P.ISA_FEATURES)
     assert P.CPUINFO_FLAG["dotprod"] == "asimddp"
+
+
+def test_docs_table_lists_every_shipped_profile():
+    doc = (REPO / "docs" / "profiles.md").read_text()
+    for p in list_profiles():
+        assert f"| `{p.id}` | {p.name} |" in doc, f"docs/profiles.md has no row for {p.id}"
