@@ -16,6 +16,8 @@ from .errors import ExporterError
 # (torch and executorch take seconds to import).
 COMMANDS: dict[str, str] = {
     "harness": ".harness_cli:harness",
+    "push": ".device_cli:push",
+    "bench": ".device_cli:bench",
 }
 
 
