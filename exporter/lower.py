@@ -1,0 +1,99 @@
+"""torch.export of the static-cache decoder and its lowering to an XNNPACK-delegated ExecuTorch program."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import Callable
+
+import torch
+
+from .errors import ExportError
+
+
+@dataclass(frozen=True)
+class LoweredProgram:
+    buffer: bytes
+    export_s: float
+    lower_s: float
+    serialize_s: float
+    delegated_ops: int
+    non_delegated_ops: dict[str, int]
+
+
+def runner_metadata(lm, *, bos_id: int | None, eos_ids: list[int]) -> dict:
+    """Constant methods that ExecuTorch's stock LLM runners (TextLLMRunner, llama_main, LlmModule) read."""
+    return {
+        "get_max_seq_len": lm.max_seq_len,
+        "get_max_context_len": lm.max_seq_len,
+        "get_vocab_size": lm.vocab_size,
+        "get_n_layers": lm.n_layers,
+        "get_bos_id": bos_id if bos_id is not None else -1,
+        "get_eos_ids": list(eos_ids),
+        "use_kv_cache": True,
+        "use_sdpa_with_kv_cache": True,
+        "enable_dynamic_shape": True,
+    }
+
+
+def export_program(lm) -> torch.export.ExportedProgram:
+    import executorch.extension.llm.custom_ops.custom_ops  # noqa: F401  registers llama::* ops
+
+    # Prefill length is dynamic so a whole prompt is one call; max is one less than the cache so that
+    # start_pos + seq <= max_seq_len stays provable for the tracer.
+    seq = torch.export.Dim("seq", min=1, max=lm.max_seq_len - 1)
+    example = (torch.zeros(1, 2, dtype=torch.long), torch.tensor([0], dtype=torch.long))
+    with torch.no_grad():
+        try:
+            return torch.export.export(lm, example, dynamic_shapes=({1: seq}, None), strict=False)
+        except Exception as err:  # torch.export raises many types; keep the cause chained
+            raise ExportError(f"torch.export failed: {type(err).__name__}: {str(err).splitlines()[0]}") from err
+
+
+def lower_to_executorch(
+    program: torch.export.ExportedProgram, metadata: dict, progress: Callable[[str], None] = lambda s: None
+) -> LoweredProgram:
+    from executorch.backends.xnnpack.partition.xnnpack_partitioner import XnnpackPartitioner
+    from executorch.exir import EdgeCompileConfig, ExecutorchBackendConfig, to_edge_transform_and_lower
+    from executorch.exir.passes import MemoryPlanningPass
+    from executorch.exir.passes.sym_shape_eval_pass import ConstraintBasedSymShapeEvalPass
+
+    t0 = time.perf_counter()
+    progress("lowering to ExecuTorch with the XNNPACK delegate")
+    try:
+        edge = to_edge_transform_and_lower(
+            program,
+            partitioner=[XnnpackPartitioner()],
+            compile_config=EdgeCompileConfig(_check_ir_validity=False, _skip_dim_order=True),
+            constant_methods=metadata,
+        )
+        t1 = time.perf_counter()
+        progress("serializing the ExecuTorch program")
+        et = edge.to_executorch(
+            ExecutorchBackendConfig(
+                extract_delegate_segments=True,
+                do_quant_fusion_and_const_prop=True,
+                memory_planning_pass=MemoryPlanningPass(alloc_graph_input=False),
+                sym_shape_eval_pass=ConstraintBasedSymShapeEvalPass(),
+            )
+        )
+        buffer = et.buffer
+    except Exception as err:
+        raise ExportError(f"lowering failed: {type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}") from err
+    t2 = time.perf_counter()
+    delegated, other = _op_summary(edge.exported_program().graph_module)
+    return LoweredProgram(buffer, 0.0, t1 - t0, t2 - t1, delegated, other)
+
+
+def _op_summary(gm) -> tuple[int, dict[str, int]]:
+    delegated = 0
+    other: dict[str, int] = {}
+    for node in gm.graph.nodes:
+        if node.op != "call_function":
+            continue
+        name = getattr(node.target, "__name__", str(node.target))
+        if "executorch_call_delegate" in name:
+            delegated += 1
+        elif name not in ("getitem", "sym_size", "_local_scalar_dense") and not name.startswith("sym_"):
+            other[name] = other.get(name, 0) + 1
+    return delegated, other
