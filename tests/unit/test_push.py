@@ -1,0 +1,121 @@
+"""Pushing an export folder through the STAND-IN adb (not a real device): checksums, resume, unplug, space."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import sys
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "standin_adb"))
+from standin import StandIn  # noqa: E402
+
+from exporter.adb import Adb
+from exporter.errors import DeviceError
+from exporter.push import push_artifact
+
+S24 = "R5CX10S24"
+REMOTE = "/data/local/tmp/exp"
+
+
+@pytest.fixture
+def export_dir(tmp_path):
+    d = tmp_path / "exp"
+    d.mkdir()
+    pte = d / "model.pte"
+    pte.write_bytes(hashlib.sha256(b"seed").digest() * 4096)  # 128 KiB
+    (d / "tokenizer.json").write_text('{"model": {"type": "BPE"}}')
+    (d / "manifest.json").write_text(json.dumps({"pte": {"file": "model.pte", "bytes": pte.stat().st_size,
+                                                         "sha256": hashlib.sha256(pte.read_bytes()).hexdigest()}}))
+    return d
+
+
+@pytest.fixture
+def standin(tmp_path, monkeypatch):
+    def make(*serials, **per_serial):
+        s = StandIn.phones(tmp_path, *serials, **per_serial)
+        for k, v in s.env.items():
+            monkeypatch.setenv(k, v)
+        return s
+    return make
+
+
+def remote_files(s, serial):
+    root = s.root(serial) / REMOTE.lstrip("/")
+    return {p.name: p.read_bytes() for p in root.iterdir()} if root.exists() else {}
+
+
+def test_push_verifies_and_resumes(standin, export_dir):
+    s = standin(S24)
+    res = push_artifact(Adb(S24), export_dir)
+    assert res.remote_dir == REMOTE
+    assert [f.action for f in res.files] == ["pushed"] * 3 and res.files[-1].name == "manifest.json"
+    files = remote_files(s, S24)
+    assert set(files) == {"model.pte", "tokenizer.json", "manifest.json"}
+    for name, data in files.items():
+        assert data == (export_dir / name).read_bytes()
+    pushes_before = s.log(S24).count("PUSH ")
+    again = push_artifact(Adb(S24), export_dir)
+    assert [f.action for f in again.files] == ["skipped"] * 3
+    assert s.log(S24).count("PUSH ") == pushes_before
+    # a changed file is pushed again, the others are skipped
+    (export_dir / "tokenizer.json").write_text('{"model": {"type": "Unigram"}}')
+    third = push_artifact(Adb(S24), export_dir)
+    assert {f.name: f.action for f in third.files} == {"model.pte": "skipped", "tokenizer.json": "pushed",
+                                                      "manifest.json": "skipped"}
+
+
+def test_corrupt_remote_file_is_replaced(standin, export_dir):
+    s = standin(S24)
+    push_artifact(Adb(S24), export_dir)
+    target = s.root(S24) / REMOTE.lstrip("/") / "model.pte"
+    target.write_bytes(target.read_bytes()[:1000])  # looks present, is not complete
+    res = push_artifact(Adb(S24), export_dir)
+    assert {f.name: f.action for f in res.files}["model.pte"] == "pushed"
+    assert target.read_bytes() == (export_dir / "model.pte").read_bytes()
+
+
+def test_unplug_mid_push_leaves_no_complete_looking_file(standin, export_dir, tmp_path):
+    s = standin(S24, **{S24: {"faults": {"unplug_after_push_bytes": 50_000}}})
+    with pytest.raises(DeviceError, match="disconnected") as err:
+        push_artifact(Adb(S24), export_dir)
+    assert "reconnect" in err.value.hint
+    files = remote_files(s, S24)
+    assert "model.pte" not in files and "manifest.json" not in files
+    assert all(name.endswith(".partial") for name in files)  # the phone was gone: cleanup is left to the next run
+    # replug (same phone filesystem, fault gone): the re-run removes the partial and completes
+    (s.dir / "state" / S24 / "counters.json").unlink()
+    StandIn.phones(tmp_path, S24)
+    res = push_artifact(Adb(S24), export_dir)
+    assert [f.action for f in res.files] == ["pushed"] * 3
+    assert set(remote_files(s, S24)) == {"model.pte", "tokenizer.json", "manifest.json"}
+
+
+def test_not_enough_space_is_checked_first(standin, export_dir):
+    s = standin(S24, **{S24: {"faults": {"data_free_kb": 64}}})
+    with pytest.raises(DeviceError, match="not enough space"):
+        push_artifact(Adb(S24), export_dir)
+    assert remote_files(s, S24) == {}
+    assert "PUSH" not in s.log(S24)
+
+
+def test_no_space_during_push_cleans_partial(standin, export_dir):
+    s = standin(S24, **{S24: {"faults": {"push_no_space": True}}})
+    with pytest.raises(DeviceError, match="not enough space"):
+        push_artifact(Adb(S24), export_dir)
+    assert remote_files(s, S24) == {}  # the phone is still there, so the partial was deleted
+
+
+def test_cli_push_json(standin, export_dir):
+    from click.testing import CliRunner
+
+    from exporter.cli import cli
+
+    standin(S24)
+    result = CliRunner().invoke(cli, ["push", str(export_dir), "--json", "--remote-dir", "/data/local/tmp/x"])
+    assert result.exit_code == 0, result.output
+    out = json.loads(result.stdout)
+    assert out["serial"] == S24 and out["remote_dir"] == "/data/local/tmp/x"
+    assert out["pushed_bytes"] == sum(p.stat().st_size for p in export_dir.iterdir())
