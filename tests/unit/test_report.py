@@ -1,0 +1,151 @@
+"""Report rows, printers and the bench helpers that need no phone."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import random
+import statistics
+import struct
+from pathlib import Path
+
+import pytest
+
+from exporter.bench import (BenchSpec, ExportInfo, TestResult, check_harness_binary, cpu_temp_c, parse_battery,
+                            parse_observer, parse_thermal, raise_for_failures, wait_cool)
+from exporter.errors import HarnessError, PartialBenchError
+from exporter.report import ROW_FIELDS, build_rows, to_csv, to_json, to_markdown, write_report
+from exporter.run_schema import RUN_FIELDS
+
+
+def _info(tmp_path, nbytes=1_000_000):
+    d = tmp_path / "exp"
+    d.mkdir(exist_ok=True)
+    (d / "model.pte").write_bytes(b"\0" * nbytes)
+    (d / "manifest.json").write_text(json.dumps({"model": {"id": "tiny/llama"}, "recipe": {"label": "8da4w-g32"},
+                                                 "profile": {"id": "sm8650"}, "max_seq_len": 1024,
+                                                 "versions": {"executorch": "1.5.1"}}))
+    return ExportInfo.load(d)
+
+
+def _runs(rng, n, plen):
+    out = []
+    for i in range(n):
+        run = {k: 1 for k in RUN_FIELDS}
+        run.update(run=i, cpu_set=[4, 5], prompt_tokens=plen, prefill_tps=rng.uniform(100, 200),
+                   decode_tps=rng.uniform(10, 20), ttft_ms=rng.uniform(50, 60), model_load_ms=rng.uniform(5, 9),
+                   peak_rss_kb=rng.randint(50_000, 90_000))
+        out.append(run)
+    return out
+
+
+def _device(bw=60.0):
+    return {"serial": "S1", "model": "Phone", "soc_model": "SM8650", "board_platform": "pineapple",
+            "android_release": "14", "sdk": 34, "profile_id": "sm8650", "detected_profile_id": "sm8650",
+            "host": False, "bandwidth_gbps": bw, "bandwidth_source": "profile sm8650", "warnings": []}
+
+
+def test_rows_stats_roofline_and_printers(tmp_path):
+    rng = random.Random(1)
+    info = _info(tmp_path)
+    results = [TestResult(device=_device(), prompt_len=p, gen_len=32, threads=2, cpu_set=(4, 5), runs=_runs(rng, 4, p),
+                          env={"temp_c_before": 40.5, "battery": {"level": 80, "status": "charging", "plugged": "usb"}},
+                          test_time="2025-01-01T00:00:00Z", reps=4, warmup=1) for p in (64, 512)]
+    results.append(TestResult(device=_device(), prompt_len=2048, gen_len=32, threads=2, cpu_set=(4, 5),
+                              error="harness failed: out of memory", test_time="2025-01-01T00:00:01Z"))
+    rows = build_rows(results, info)
+    assert list(rows[0])[: len(ROW_FIELDS)] == list(ROW_FIELDS)
+    r = rows[0]
+    dec = [x["decode_tps"] for x in results[0].runs]
+    assert r["decode_tps_mean"] == pytest.approx(statistics.fmean(dec))
+    assert r["decode_tps_sd"] == pytest.approx(statistics.stdev(dec))
+    assert r["peak_rss_mib"] == pytest.approx(max(x["peak_rss_kb"] for x in results[0].runs) / 1024)
+    assert r["roofline_decode_tps"] == pytest.approx(60e9 / 1_000_000)
+    assert r["roofline_fraction"] == pytest.approx(r["decode_tps_mean"] / r["roofline_decode_tps"])
+    assert r["cpu_mask"] == "0x30" and r["test"] == "pp64+tg32" and r["model"] == "tiny/llama"
+    assert r["samples_decode_tps"] == dec and len(r["samples"]) == 4
+    failed = rows[2]
+    assert failed["status"] == "failed" and failed["decode_tps_mean"] is None and "out of memory" in failed["error"]
+
+    doc = json.loads(to_json(rows))
+    assert doc["rows"][1]["samples"][0]["prompt_tokens"] == 512
+    table = list(csv.reader(io.StringIO(to_csv(rows))))
+    assert table[0] == list(ROW_FIELDS) and len(table) == 4 and all(len(t) == len(ROW_FIELDS) for t in table)
+    md = to_markdown(rows)
+    assert "pp64+tg32" in md and "±" in md and "FAILED" in md and "roofline" in md
+
+    written = write_report(rows, tmp_path / "out")
+    assert {"results.json", "results.csv", "results.md"} <= set(written)
+    try:
+        import matplotlib  # noqa: F401
+    except ImportError:
+        assert "tokens_per_s.png" not in written
+    else:
+        assert written["tokens_per_s.png"].read_bytes()[:4] == b"\x89PNG"
+
+    with pytest.raises(PartialBenchError):
+        raise_for_failures(results)
+    raise_for_failures(results[:2])
+
+
+def test_parse_observer_missing_keys():
+    line = ('I 00:00:01 PyTorchObserver {"prompt_tokens":10,"generated_tokens":20,"model_load_start_ms":1000,'
+            '"model_load_end_ms":1300,"inference_start_ms":1400,"prompt_eval_end_ms":1500,'
+            '"inference_end_ms":2500,"SCALING_FACTOR_UNITS_PER_SECOND":1000}')
+    run = parse_observer("generated text\n" + line + "\n")
+    assert run["model_load_ms"] == 300 and run["prefill_ms"] == 100 and run["prefill_tps"] == pytest.approx(100)
+    assert run["decode_tps"] == pytest.approx(20) and run["ttft_ms"] is None and run["peak_rss_kb"] is None
+    with pytest.raises(HarnessError):
+        parse_observer("no stats here")
+
+
+def test_thermal_battery_parsing():
+    temps = parse_thermal(["cpu-0-0-0 36800", "battery 29500", "pm8550_tz 34100", "bogus -40000", "cpu-1-2-0 41200"])
+    assert temps["cpu-0-0-0"] == 36.8 and "bogus" not in temps
+    assert cpu_temp_c(temps) == 41.2
+    assert cpu_temp_c(parse_thermal(["battery 30000", "skin 33000"])) == 33.0
+    bat = parse_battery(["  AC powered: false", "  USB powered: true", "  status: 2", "  level: 87",
+                         "  temperature: 295"])
+    assert bat == {"level": 87, "status": "charging", "plugged": "usb", "temp_c": 29.5}
+
+
+def test_wait_cool():
+    temps = iter([50.0, 48.0, 44.0, 40.0])
+    clock = [0.0]
+    out = wait_cool(lambda: next(temps), 45.0, 60.0, poll_s=5, sleep=lambda s: clock.__setitem__(0, clock[0] + s),
+                    clock=lambda: clock[0])
+    assert out["temp_c"] == 44.0 and out["cooldown_wait_s"] == 10.0 and not out["cooldown_timed_out"]
+    clock[0] = 0.0
+    out = wait_cool(lambda: 60.0, 45.0, 12.0, poll_s=5, sleep=lambda s: clock.__setitem__(0, clock[0] + s),
+                    clock=lambda: clock[0])
+    assert out["cooldown_timed_out"] and out["cooldown_wait_s"] == 15.0
+
+
+def _elf(path: Path, machine: int, cls: int = 2) -> Path:
+    path.write_bytes(b"\x7fELF" + bytes([cls, 1, 1, 0]) + b"\0" * 8 + struct.pack("<HH", 2, machine) + b"\0" * 64)
+    return path
+
+
+def test_harness_architecture_check(tmp_path, monkeypatch):
+    monkeypatch.delenv("EXPORTER_STANDIN_HOST_HARNESS", raising=False)
+    check_harness_binary(_elf(tmp_path / "arm64", 183))
+    with pytest.raises(HarnessError, match="wrong architecture: x86-64"):
+        check_harness_binary(_elf(tmp_path / "x64", 62))
+    with pytest.raises(HarnessError, match="wrong architecture"):
+        check_harness_binary(_elf(tmp_path / "arm32", 40, cls=1))
+    script = tmp_path / "script"
+    script.write_text("#!/bin/sh\n")
+    with pytest.raises(HarnessError, match="not an ELF"):
+        check_harness_binary(script)
+    # the test-only bypass is refused without the stand-in adb
+    monkeypatch.setenv("EXPORTER_STANDIN_HOST_HARNESS", "1")
+    with pytest.raises(HarnessError, match="test-only"):
+        check_harness_binary(_elf(tmp_path / "x64b", 62))
+
+
+def test_bench_spec_validation():
+    with pytest.raises(Exception):
+        BenchSpec(prompt_lengths=())
+    with pytest.raises(Exception):
+        BenchSpec(runner="nope")
