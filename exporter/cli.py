@@ -15,6 +15,8 @@ from .errors import ExporterError
 # command name -> "module:attribute". Imported lazily so `exporter --help` stays fast
 # (torch and executorch take seconds to import).
 COMMANDS: dict[str, str] = {
+    "bundle": ".app_cli:bundle",
+    "app-bench": ".app_cli:app_bench",
     "harness": ".harness_cli:harness",
     "push": ".device_cli:push",
     "bench": ".device_cli:bench",

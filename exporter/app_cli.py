@@ -1,0 +1,86 @@
+"""Click commands for the Android demo app: `exporter bundle` and `exporter app-bench`."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from . import output
+
+_EXPORT_DIR = click.Path(exists=True, file_okay=False, path_type=Path)
+
+
+@click.command()
+@click.argument("export_dir", type=_EXPORT_DIR)
+@click.option("--app-dir", required=True, type=click.Path(file_okay=False, path_type=Path),
+              help="Folder to write the Gradle project to (must be empty unless --force).")
+@click.option("--force", is_flag=True, help="Write into a non-empty folder, overwriting template files.")
+@click.option("--embed-model", is_flag=True,
+              help="Also copy model.pte, the tokenizer and manifest.json into the APK's assets.")
+@click.option("--remote-dir", help="Model folder on the phone (default: /data/local/tmp/<export folder name>).")
+@click.option("--temperature", type=click.FloatRange(0.0, 2.0), default=0.7, show_default=True,
+              help="Default sampling temperature of the chat screen.")
+@click.option("--max-new-tokens", type=click.IntRange(min=1), default=256, show_default=True,
+              help="Default answer length of the chat screen.")
+@click.option("--no-chat-template", is_flag=True, help="Send raw prompts even if the model has a chat template.")
+@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
+def bundle(export_dir: Path, app_dir: Path, force: bool, embed_model: bool, remote_dir: str | None,
+           temperature: float, max_new_tokens: int, no_chat_template: bool, as_json: bool) -> None:
+    """Write a ready Gradle project of the Android demo app with EXPORT_DIR's model wired in."""
+    from .bundle import CONFIG_ASSET, bundle_app
+
+    result = bundle_app(export_dir, app_dir, force=force, embed_model=embed_model, remote_dir=remote_dir,
+                        temperature=temperature, max_new_tokens=max_new_tokens,
+                        use_chat_template=not no_chat_template)
+    for w in result.warnings:
+        output.warn(w)
+    if as_json:
+        output.print_json(result.to_dict())
+        return
+    cfg = result.config
+    output.print_table(f"bundled {cfg['model_id']}", ["key", "value"], [
+        ("app folder", result.app_dir),
+        ("config", CONFIG_ASSET),
+        ("model folder on phone", cfg["model_dir"]),
+        ("embedded", f"{result.embedded_bytes / 2**20:.1f} MiB" if result.embedded_files else "no"),
+        ("chat template", "yes" if cfg["chat_template"] else "no"),
+        ("profile / threads", f"{cfg['profile_id']} / {cfg['threads']}"),
+    ])
+    output.info(f"next: cd {result.app_dir} && ./gradlew installDebug"
+                + ("" if result.embedded_files else f"   (and: exporter push {export_dir})"))
+
+
+@click.command("app-bench")
+@click.argument("export_dir", type=_EXPORT_DIR)
+@click.option("--serial", "-s", help="Phone to use (default: the only one connected).")
+@click.option("--adb", "adb_path", type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              help="adb client to use (default: $EXPORTER_ADB, PATH, then adbutils').")
+@click.option("--prompt-len", "-p", type=click.IntRange(min=1), default=128, show_default=True,
+              help="Prompt length in tokens.")
+@click.option("--prompt", help="A fixed prompt instead of --prompt-len filler tokens.")
+@click.option("--gen", "gen_len", type=click.IntRange(min=1), default=64, show_default=True,
+              help="Tokens to generate.")
+@click.option("--repeat", "-r", "reps", type=click.IntRange(min=1), default=5, show_default=True,
+              help="Measured runs.")
+@click.option("--warmup", type=click.IntRange(min=0), default=1, show_default=True, help="Warm-up runs.")
+@click.option("--remote-dir", help="Model folder on the phone (default: /data/local/tmp/<export folder name>).")
+@click.option("--timeout", "timeout_s", type=click.FloatRange(min=1), default=600.0, show_default=True,
+              help="Seconds to wait for the app's results.")
+@click.option("--json", "as_json", is_flag=True, help="Print the JSON report (exporter bench's schema).")
+def app_bench(export_dir: Path, serial: str | None, adb_path: Path | None, prompt_len: int, prompt: str | None,
+              gen_len: int, reps: int, warmup: int, remote_dir: str | None, timeout_s: float, as_json: bool) -> None:
+    """Run the demo app's benchmark activity on a phone and report it like `exporter bench`."""
+    from .adb import Adb, pick_serials
+    from .app_bench import run_app_bench
+    from .bench import ExportInfo
+    from .report import build_rows, to_json, to_markdown
+
+    chosen = pick_serials((serial,) if serial else (), adb_path=adb_path)[0]
+    adb = Adb(chosen, adb_path)
+    with output.status(f"{chosen}: benchmark activity running"):
+        result, _doc = run_app_bench(adb, export_dir, prompt_len=prompt_len, gen_len=gen_len, reps=reps,
+                                     warmup=warmup, prompt=prompt, remote_dir=remote_dir, timeout_s=timeout_s,
+                                     say=output.info, warn=output.warn)
+    rows = build_rows([result], ExportInfo.load(export_dir))
+    click.echo(to_json(rows) if as_json else to_markdown(rows), nl=False)
