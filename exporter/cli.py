@@ -15,6 +15,9 @@ from .errors import ExporterError
 # command name -> "module:attribute". Imported lazily so `exporter --help` stays fast
 # (torch and executorch take seconds to import).
 COMMANDS: dict[str, str] = {
+    "devices": ".core_cli:devices",
+    "export": ".core_cli:export_cmd",
+    "verify": ".core_cli:verify_cmd",
     "bundle": ".app_cli:bundle",
     "app-bench": ".app_cli:app_bench",
     "harness": ".harness_cli:harness",

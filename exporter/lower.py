@@ -68,6 +68,7 @@ def lower_to_executorch(
             constant_methods=metadata,
         )
         t1 = time.perf_counter()
+        delegated, other = _op_summary(edge.exported_program().graph_module)
         progress("serializing the ExecuTorch program")
         et = edge.to_executorch(
             ExecutorchBackendConfig(
@@ -81,7 +82,6 @@ def lower_to_executorch(
     except Exception as err:
         raise ExportError(f"lowering failed: {type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}") from err
     t2 = time.perf_counter()
-    delegated, other = _op_summary(edge.exported_program().graph_module)
     return LoweredProgram(buffer, 0.0, t1 - t0, t2 - t1, delegated, other)
 
 

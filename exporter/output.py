@@ -11,6 +11,8 @@ from rich.console import Console
 from rich.table import Table
 
 stdout = Console(soft_wrap=True)
+if not stdout.is_terminal:  # piped into a file or a CI log: no 80-column wrapping of wide tables
+    stdout = Console(soft_wrap=True, width=200)
 stderr = Console(stderr=True, soft_wrap=True)
 
 

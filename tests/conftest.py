@@ -1,0 +1,69 @@
+"""Shared fixtures: tiny Hugging Face model folders built from configs (no Hub access needed)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED = REPO.parent / "shared"
+
+
+def _tiny_tokenizer(folder: Path):
+    """A byte-level BPE tokenizer trained on a few sentences: small vocab, real tokenizer.json."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(vocab_size=300, special_tokens=["<s>", "</s>"], initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
+    text = (REPO / "exporter" / "data" / "sample.txt").read_text()
+    tok.train_from_iterator([text], trainer)
+    fast = PreTrainedTokenizerFast(tokenizer_object=tok, bos_token="<s>", eos_token="</s>")
+    fast.chat_template = "{% for m in messages %}{{ m['content'] }}\n{% endfor %}"
+    fast.save_pretrained(folder)
+    return fast
+
+
+TINY = dict(vocab_size=320, hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
+            num_key_value_heads=2, max_position_embeddings=256, bos_token_id=0, eos_token_id=1)
+
+
+def make_tiny_model(folder: Path, family: str, seed: int = 0, **overrides) -> Path:
+    import torch
+    from transformers import AutoModelForCausalLM, LlamaConfig, MistralConfig, Phi3Config, Qwen2Config, Qwen3Config
+
+    configs = {
+        "llama": (LlamaConfig, dict(tie_word_embeddings=True)),
+        "qwen2": (Qwen2Config, dict(tie_word_embeddings=False)),
+        "qwen3": (Qwen3Config, dict(head_dim=32)),
+        "phi3": (Phi3Config, dict(pad_token_id=1)),
+        "mistral": (MistralConfig, dict(sliding_window=None)),
+    }
+    cls, extra = configs[family]
+    torch.manual_seed(seed)
+    model = AutoModelForCausalLM.from_config(cls(**{**TINY, **extra, **overrides}))
+    # Random init gives near-uniform logits; scale up so argmax/perplexity comparisons mean something.
+    with torch.no_grad():
+        for p in model.parameters():
+            if p.dim() == 2:
+                p.mul_(4.0)
+    folder.mkdir(parents=True, exist_ok=True)
+    model.save_pretrained(folder)
+    _tiny_tokenizer(folder)
+    return folder
+
+
+@pytest.fixture(scope="session")
+def tiny_models(tmp_path_factory) -> dict[str, Path]:
+    root = tmp_path_factory.mktemp("tiny_models")
+    return {f: make_tiny_model(root / f, f) for f in ("llama", "qwen2", "qwen3", "phi3")}
+
+
+@pytest.fixture(autouse=True)
+def _offline(monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("TRANSFORMERS_OFFLINE", "1")
