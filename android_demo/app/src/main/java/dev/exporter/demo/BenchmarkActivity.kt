@@ -38,7 +38,8 @@ class BenchmarkActivity : Activity() {
             reps = intent.getIntExtra(EXTRA_REPS, 5),
             warmup = intent.getIntExtra(EXTRA_WARMUP, 1),
         )
-        val outDir = File(getExternalFilesDir(null), RESULTS_DIR)
+        // External app storage is what `adb pull` can read; it is absent only without shared storage.
+        val outDir = File(getExternalFilesDir(null) ?: filesDir, RESULTS_DIR)
         statusView.text = getString(R.string.benchmark_running, request.runId)
 
         Thread({
