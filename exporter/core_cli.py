@@ -139,6 +139,7 @@ _chunk_len_option = click.option("--chunk-len", default=256, show_default=True, 
 @click.option("--json", "as_json", is_flag=True, help="Print the manifest (and verification) as JSON.")
 def export_cmd(model, device, output_dir, quant, group_size, embedding_quant, max_seq_len, serial, force, verify, text_file, chunks, chunk_len, as_json):
     """Export a causal LM into an XNNPACK .pte for a phone SoC (model.pte + tokenizer + manifest.json)."""
+    from .artifact import check_output_free
     from .export import build_plan, run_export
 
     profile = device
@@ -150,6 +151,7 @@ def export_cmd(model, device, output_dir, quant, group_size, embedding_quant, ma
     if output_dir is None:
         name = Path(model).stem if model else "smollm2-135m-instruct"
         output_dir = Path("out") / f"{name.split('/')[-1].lower()}-{getattr(profile, 'id', profile)}"
+    check_output_free(output_dir, force)  # before minutes of work, not after
     plan = build_plan(model, profile, output_dir, quant=quant, group_size=group_size,
                       embedding_quant=embedding_quant, max_seq_len=max_seq_len)
     for key, value in plan.overrides.items():

@@ -17,6 +17,10 @@ from .source import ModelSource, resolve_source
 
 Progress = Callable[[str], None]
 
+# Tokens of the built-in sample text used to weigh 4-bit scale search (see recipes.py). Per-channel
+# mean squares settle within a few hundred tokens; more only slows the export.
+CALIBRATION_TOKENS = 512
+
 
 @dataclass(frozen=True)
 class ExportPlan:
@@ -103,7 +107,8 @@ def run_export(plan: ExportPlan, *, force: bool = False, progress: Progress = la
 
     from .lower import export_program, lower_to_executorch, runner_metadata
     from .model import arch_spec, build_static_lm
-    from .recipes import apply_recipe
+    from .recipes import apply_recipe, collect_importance
+    from .verify import sample_text
     from .source import load_model, load_tokenizer, special_ids, weights_sha256
 
     check_output_free(plan.output, force)
@@ -125,11 +130,13 @@ def run_export(plan: ExportPlan, *, force: bool = False, progress: Progress = la
     n_params = bf16 // 2
     family = arch_spec(hf_model.config).family
     lm = build_static_lm(hf_model, plan.max_seq_len)
-    del hf_model
     t = stage("load_s", t)
 
     progress(f"quantizing ({plan.recipe.label()})")
-    report = apply_recipe(lm, plan.recipe)
+    calib_ids = tokenizer(sample_text(), add_special_tokens=False)["input_ids"][:CALIBRATION_TOKENS]
+    importance = collect_importance(hf_model, calib_ids)
+    del hf_model
+    report = apply_recipe(lm, plan.recipe, importance)
     t = stage("quantize_s", t)
 
     progress("torch.export (dynamic prompt length)")
@@ -168,6 +175,9 @@ def run_export(plan: ExportPlan, *, force: bool = False, progress: Progress = la
                     "per_channel_fallback": list(report.per_channel_fallback),
                     "embedding": report.embedding,
                     "output": report.output,
+                    "scale_search": report.scale_search,
+                    "refined_layers": report.refined_layers,
+                    "calibration_tokens": len(calib_ids),
                 },
             },
             max_seq_len=plan.max_seq_len,

@@ -3,6 +3,13 @@
 Names follow optimum-executorch (`8da4w`, `8da8w`, `4w`, `8w`): `8da` = int8 dynamic activations (XNNPACK's
 fast int8 GEMM path), `4w`/`8w` = weight-only. A linear whose input width is not divisible by the group size
 falls back to per-channel groups of the same bit width (recorded in the result), as optimum does.
+
+4-bit weights get a second pass: torchao lays out the tensors, then each group's scale is re-chosen to
+minimise the activation-weighted squared error of the dequantized weights (llama.cpp's importance-matrix
+idea, on a few hundred calibration tokens). XNNPACK supports only symmetric 4-bit groups (it ignores zero
+points: measured here, an asymmetric 8da4w linear came out wrong), so the search is over symmetric scales,
+rounded to bf16 because that is how XNNPACK stores them. On SmolLM2-135M it takes perplexity on Pride and
+Prejudice from 28.2 (torchao HQQ scales) to 24.8 for the body linears alone.
 """
 
 from __future__ import annotations
@@ -23,6 +30,8 @@ class QuantReport:
     per_channel_fallback: tuple[str, ...] = field(default_factory=tuple)
     embedding: str = "none"
     output: str = "none"
+    scale_search: str = "torchao hqq_scale_only"
+    refined_layers: int = 0
 
 
 def _granularity(group_size: int):
@@ -51,12 +60,121 @@ def embedding_config(scheme: str, group_size: int):
     bits = {"4w": torch.int4, "8w": torch.int8}.get(scheme)
     if bits is None:
         raise RecipeError(f"unknown embedding scheme '{scheme}'", hint="use one of 4w, 8w, none")
-    return IntxWeightOnlyConfig(weight_dtype=bits, granularity=_granularity(group_size), intx_choose_qparams_algorithm="hqq_scale_only")
+    # fp16 scales: half the bytes of fp32 ones (1.8 MB saved on a 49k x 576 table at group 32).
+    return IntxWeightOnlyConfig(
+        weight_dtype=bits, granularity=_granularity(group_size), intx_choose_qparams_algorithm="hqq_scale_only",
+        scale_dtype=torch.float16,
+    )
 
 
-def apply_recipe(lm: nn.Module, recipe) -> QuantReport:
-    """Quantize `lm` (a StaticCacheLM) in place following `recipe` (a profiles.Recipe)."""
+def collect_importance(hf_model: nn.Module, token_ids: list[int]) -> dict[str, torch.Tensor]:
+    """Mean squared input activation per input channel of every linear, keyed by StaticCacheLM names.
+
+    Runs the transformers model (all positions, so the lm_head sees every token, unlike the static
+    decoder's last-position head). Fused Phi-3 projections map onto the split linears that share the input.
+    """
+    sums: dict[str, torch.Tensor] = {}
+    hooks = []
+    for name, module in hf_model.named_modules():
+        if isinstance(module, nn.Linear):
+            def hook(mod, inputs, out, name=name):
+                x = inputs[0].reshape(-1, inputs[0].shape[-1]).double()
+                sums[name] = sums.get(name, 0) + (x * x).mean(0)
+            hooks.append(module.register_forward_hook(hook))
+    try:
+        with torch.no_grad():
+            hf_model(torch.tensor([token_ids]))
+    finally:
+        for h in hooks:
+            h.remove()
+    out: dict[str, torch.Tensor] = {}
+    for name, value in sums.items():
+        name = name[len("model."):] if name.startswith("model.") else name
+        value = value.float()
+        if name.endswith("qkv_proj"):
+            base = name[: -len("qkv_proj")]
+            out.update({base + p: value for p in ("q_proj", "k_proj", "v_proj")})
+        elif name.endswith("gate_up_proj"):
+            base = name[: -len("gate_up_proj")]
+            out.update({base + p: value for p in ("gate_proj", "up_proj")})
+        else:
+            out[name] = value
+    return out
+
+
+def search_symmetric_scales(
+    weight: torch.Tensor, group_size: int, importance: torch.Tensor | None, qmin: int = -8, qmax: int = 7
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-group symmetric int4 codes and bf16-representable scales minimising weighted squared error.
+
+    A grid over scale = absmax * f / 8 (f in 0.6..1.25) picks the best clipping per group, then two
+    least-squares steps (s = <w, q>_imp / <q, q>_imp with the codes fixed) refine it.
+    """
+    n, k = weight.shape
+    gs = group_size or k
+    g = weight.detach().float().reshape(n, k // gs, gs)
+    imp = torch.ones(1, k // gs, gs) if importance is None else importance.float().reshape(1, k // gs, gs).clamp(min=1e-12)
+    amax = g.abs().amax(-1, keepdim=True).clamp(min=1e-10)
+
+    def codes(scale):
+        return (g / scale).round().clamp(qmin, qmax)
+
+    def error(scale):
+        return (((codes(scale) * scale - g) ** 2) * imp).sum(-1, keepdim=True)
+
+    best_s = best_e = None
+    for f in torch.linspace(0.6, 1.25, 40):
+        s = (amax * f / 8).to(torch.bfloat16).float()
+        e = error(s)
+        if best_s is None:
+            best_s, best_e = s, e
+        else:
+            better = e < best_e
+            best_s, best_e = torch.where(better, s, best_s), torch.where(better, e, best_e)
+    for _ in range(2):
+        q = codes(best_s)
+        s = ((g * q * imp).sum(-1, keepdim=True) / (q * q * imp).sum(-1, keepdim=True).clamp(min=1e-20))
+        s = torch.where(s > 0, s, best_s).to(torch.bfloat16).float()
+        e = error(s)
+        better = e < best_e
+        best_s, best_e = torch.where(better, s, best_s), torch.where(better, e, best_e)
+    return codes(best_s).reshape(n, k).to(torch.int8), best_s.reshape(n, k // gs)
+
+
+def _refine_4bit(lm: nn.Module, originals: dict[str, torch.Tensor], importance: dict[str, torch.Tensor]) -> int:
+    refined = 0
+    for fqn, module in lm.named_modules():
+        if fqn not in originals:
+            continue
+        w = module.weight
+        if not (hasattr(w, "qdata") and hasattr(w, "scale")):
+            continue
+        n, k = w.qdata.shape
+        group = k // w.scale.reshape(n, -1).shape[1]
+        q, s = search_symmetric_scales(originals[fqn], group, importance.get(fqn))
+        w.qdata.copy_(q)
+        w.scale.copy_(s.to(w.scale.dtype).reshape(w.scale.shape))
+        if getattr(w, "zero_point", None) is not None:
+            w.zero_point.zero_()
+        refined += 1
+    return refined
+
+
+def apply_recipe(lm: nn.Module, recipe, importance: dict[str, torch.Tensor] | None = None) -> QuantReport:
+    """Quantize `lm` (a StaticCacheLM) in place following `recipe` (a profiles.Recipe).
+
+    With `importance` (from collect_importance), 4-bit linear scales are re-searched (see module doc).
+    """
     from torchao.quantization.quant_api import quantize_
+
+    originals: dict[str, torch.Tensor] = {}
+    if importance is not None and recipe.linear in ("8da4w", "4w"):
+        targets = recipe.output == "linear"
+        originals = {
+            fqn: m.weight.detach().clone()
+            for fqn, m in lm.named_modules()
+            if isinstance(m, nn.Linear) and (fqn != "lm_head" or targets)
+        }
 
     if recipe.embedding != "none":
         quantize_(lm, embedding_config(recipe.embedding, recipe.embedding_group_size), filter_fn=lambda m, fqn: fqn == "embed_tokens")
@@ -83,5 +201,13 @@ def apply_recipe(lm: nn.Module, recipe) -> QuantReport:
     elif recipe.output == "8w":
         quantize_(lm, linear_config("8da8w", 0), filter_fn=lambda m, fqn: fqn == "lm_head")
         output = "8da8w-per-channel"
+    refined = _refine_4bit(lm, originals, importance or {}) if originals else 0
     embedding = "none" if recipe.embedding == "none" else f"{recipe.embedding}-g{recipe.embedding_group_size}"
-    return QuantReport(linear_layers=n_linear, per_channel_fallback=tuple(fallback), embedding=embedding, output=output)
+    return QuantReport(
+        linear_layers=n_linear,
+        per_channel_fallback=tuple(fallback),
+        embedding=embedding,
+        output=output,
+        scale_search="activation-weighted mse" if refined else "torchao hqq_scale_only",
+        refined_layers=refined,
+    )

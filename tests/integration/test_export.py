@@ -1,0 +1,154 @@
+"""End to end: tiny models of each supported family exported to .pte and run with the ExecuTorch runtime."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import replace
+
+import pytest
+import torch
+
+from exporter.artifact import PTE
+from exporter.export import build_plan, run_export
+from exporter.profiles import load_profile
+from exporter.verify import PteDecoder, run_stock_runner, verify_folder
+
+pytestmark = pytest.mark.slow
+
+
+def _eager_static(folder, max_seq_len, recipe=None):
+    """The exporter's own eager decoder (optionally torchao-quantized exactly as the export does)."""
+    from exporter.model import build_static_lm
+    from exporter.recipes import apply_recipe, collect_importance
+    from exporter.source import load_model, load_tokenizer, resolve_source
+    from exporter.verify import sample_text
+    from exporter.export import CALIBRATION_TOKENS
+
+    src = resolve_source(str(folder))
+    hf = load_model(src)
+    lm = build_static_lm(hf, max_seq_len)
+    if recipe is not None:
+        ids = load_tokenizer(src)(sample_text(), add_special_tokens=False)["input_ids"][:CALIBRATION_TOKENS]
+        apply_recipe(lm, recipe, collect_importance(hf, ids))
+    return hf, lm
+
+
+def _pte_vs(lm, pte, tokens, prefill=6):
+    dec = PteDecoder(pte)
+    got = dec.score(tokens, prefill)
+    rows = []
+    with torch.no_grad():
+        lm.reset_cache()
+        rows.append(lm(torch.tensor([tokens[:prefill]]), torch.tensor([0]))[0])
+        for pos in range(prefill, len(tokens)):
+            rows.append(lm(torch.tensor([tokens[pos : pos + 1]]), torch.tensor([pos]))[0])
+    return got, torch.stack(rows)
+
+
+@pytest.mark.parametrize("family", ["llama", "qwen2", "qwen3", "phi3"])
+def test_fp32_pte_matches_eager_transformers(tiny_models, tmp_path, family):
+    out = tmp_path / "out"
+    plan = build_plan(str(tiny_models[family]), "sm8650", out, quant="none", embedding_quant="none", max_seq_len=64)
+    manifest = run_export(plan)
+    assert manifest.model["architecture"] == family
+    hf, _ = _eager_static(tiny_models[family], 64)
+    tokens = [5, 17, 42, 99, 3, 250, 7, 8, 13, 21, 34, 55]
+    dec = PteDecoder(out / PTE)
+    got = dec.score(tokens, 6)[:-1]
+    with torch.no_grad():
+        want = hf(torch.tensor([tokens])).logits[0, 5:-1]
+    assert torch.allclose(got, want, atol=1e-4, rtol=1e-4), (got - want).abs().max()
+
+
+@pytest.mark.parametrize("family", ["llama", "qwen3"])
+def test_quantized_pte_matches_eager_quantized_model(tiny_models, tmp_path, family):
+    out = tmp_path / "out"
+    plan = build_plan(str(tiny_models[family]), "sm8650", out, max_seq_len=64)
+    manifest = run_export(plan)
+    assert manifest.recipe["label"] == "8da4w-g32+emb4w-g32"
+    assert manifest.recipe["applied"]["scale_search"] == "activation-weighted mse"
+    assert manifest.export["delegated_calls"] > 0
+    _, lm = _eager_static(tiny_models[family], 64, plan.recipe)
+    tokens = [5, 17, 42, 99, 3, 250, 7, 8, 13, 21, 34, 55]
+    got, want = _pte_vs(lm, out / PTE, tokens)
+    cos = torch.nn.functional.cosine_similarity(got, want, dim=-1)
+    assert cos.min() > 0.999, cos
+    assert (got.argmax(-1) == want.argmax(-1)).float().mean() >= 0.9
+
+
+def test_manifest_and_folder_contents(tiny_models, tmp_path):
+    out = tmp_path / "out"
+    manifest = run_export(build_plan(str(tiny_models["llama"]), "sm8550", out, max_seq_len=48))
+    on_disk = json.loads((out / "manifest.json").read_text())
+    assert on_disk == json.loads(json.dumps(manifest.to_dict()))
+    assert sorted(p.name for p in out.iterdir() if not p.name.startswith("tokenizer")) == ["manifest.json", "model.pte"]
+    assert (out / "tokenizer.json").is_file()
+    assert on_disk["pte"]["bytes"] == (out / PTE).stat().st_size
+    from exporter.artifact import file_sha256
+
+    assert on_disk["pte"]["sha256"] == file_sha256(out / PTE)
+    assert on_disk["profile"]["id"] == "sm8550" and on_disk["max_seq_len"] == 48
+    assert on_disk["tokenizer"]["bos_id"] == 0 and on_disk["tokenizer"]["eos_ids"] == [1]
+    assert len(on_disk["model"]["weights_sha256"]) == 64
+    assert on_disk["bf16_bytes"] > 0 and on_disk["size_reduction"] == pytest.approx(on_disk["bf16_bytes"] / on_disk["pte"]["bytes"], rel=1e-2)
+    assert on_disk["overrides"] == {"max_seq_len": 48}
+    for pkg in ("torch", "executorch", "torchao", "transformers", "exporter"):
+        assert on_disk["versions"][pkg]
+
+
+def test_stock_runner_generates_with_exported_tokenizer(tiny_models, tmp_path):
+    out = tmp_path / "out"
+    run_export(build_plan(str(tiny_models["qwen2"]), "sm8650", out, max_seq_len=64))
+    text, ok = run_stock_runner(out / PTE, out / "tokenizer.json", 5, prompt="The harbour")
+    assert ok, text
+
+
+def test_verify_reports_agreement_and_perplexity(tiny_models, tmp_path):
+    out = tmp_path / "out"
+    run_export(build_plan(str(tiny_models["llama"]), "sm8650", out, quant="none", embedding_quant="none", max_seq_len=128))
+    result = verify_folder(out, chunks=2, chunk_len=64, prefill_len=8)
+    assert result.top1_agreement == 1.0
+    assert result.ppl_pte == pytest.approx(result.ppl_eager, rel=1e-3)
+    assert result.mean_kl < 1e-6
+    assert result.scored_tokens == 2 * (64 - 8)
+    assert result.runner_ok and result.host_decode_tps > 0
+
+
+def test_interrupted_export_leaves_no_artifact(tiny_models, tmp_path, monkeypatch):
+    import exporter.export as export_mod
+
+    def boom(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(export_mod, "write_bytes_synced", boom)
+    out = tmp_path / "out"
+    with pytest.raises(KeyboardInterrupt):
+        run_export(build_plan(str(tiny_models["llama"]), "sm8650", out, max_seq_len=32))
+    assert not out.exists()
+    assert list(tmp_path.iterdir()) == []  # no .partial folder left behind
+
+
+def test_disk_full_mid_write_is_clean_error(tiny_models, tmp_path, monkeypatch):
+    import errno
+
+    import exporter.export as export_mod
+    from exporter.errors import ExportError
+
+    def full(path, data):
+        path.write_bytes(data[: len(data) // 2])  # half a file, then the disk fills up
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(export_mod, "write_bytes_synced", full)
+    out = tmp_path / "out"
+    with pytest.raises(ExportError, match="No space left"):
+        run_export(build_plan(str(tiny_models["llama"]), "sm8650", out, max_seq_len=32))
+    assert not out.exists() and list(tmp_path.iterdir()) == []
+
+
+def test_force_replaces_existing_output(tiny_models, tmp_path):
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "old.txt").write_text("old")
+    profile = replace(load_profile("sm8650"), default_seq_len=32)
+    run_export(build_plan(str(tiny_models["llama"]), profile, out), force=True)
+    assert (out / PTE).is_file() and not (out / "old.txt").exists()
