@@ -91,7 +91,7 @@ def _apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, rot: torc
 
 class Attention(nn.Module):
     def __init__(
-        self, spec: ArchSpec, dim: int, n_heads: int, n_kv_heads: int, head_dim: int, rot_dim: int, max_seq_len: int, eps: float
+        self, spec: ArchSpec, dim: int, n_heads: int, n_kv_heads: int, head_dim: int, max_seq_len: int, eps: float
     ):
         super().__init__()
         self.n_heads, self.n_kv_heads, self.head_dim = n_heads, n_kv_heads, head_dim
@@ -99,21 +99,20 @@ class Attention(nn.Module):
         self.k_proj = nn.Linear(dim, n_kv_heads * head_dim, bias=spec.qkv_bias)
         self.v_proj = nn.Linear(dim, n_kv_heads * head_dim, bias=spec.qkv_bias)
         self.o_proj = nn.Linear(n_heads * head_dim, dim, bias=False)
-        self.register_buffer("rot", rotate_half_matrix(head_dim, rot_dim), persistent=False)
         self.q_norm = RMSNorm(head_dim, eps) if spec.qk_norm else None
         self.k_norm = RMSNorm(head_dim, eps) if spec.qk_norm else None
         # Layout [batch, seq, kv_heads, head_dim] is what llama::update_cache / custom_sdpa take.
         self.register_buffer("k_cache", torch.zeros(1, max_seq_len, n_kv_heads, head_dim), persistent=False)
         self.register_buffer("v_cache", torch.zeros(1, max_seq_len, n_kv_heads, head_dim), persistent=False)
 
-    def forward(self, x, cos, sin, start_pos: int):
+    def forward(self, x, cos, sin, rot, start_pos: int):
         seq = x.shape[1]
         q = self.q_proj(x).view(1, seq, self.n_heads, self.head_dim)
         k = self.k_proj(x).view(1, seq, self.n_kv_heads, self.head_dim)
         v = self.v_proj(x).view(1, seq, self.n_kv_heads, self.head_dim)
         if self.q_norm is not None:
             q, k = self.q_norm(q), self.k_norm(k)
-        q, k = _apply_rope(q, cos, sin, self.rot), _apply_rope(k, cos, sin, self.rot)
+        q, k = _apply_rope(q, cos, sin, rot), _apply_rope(k, cos, sin, rot)
         torch.ops.llama.update_cache(k, self.k_cache, start_pos)
         torch.ops.llama.update_cache(v, self.v_cache, start_pos)
         out = torch.ops.llama.custom_sdpa(q, self.k_cache, self.v_cache, start_pos, None, 0.0, True, self.head_dim**-0.5)
@@ -133,19 +132,19 @@ class MLP(nn.Module):
 
 
 class Block(nn.Module):
-    def __init__(self, spec, cfg, head_dim: int, rot_dim: int, max_seq_len: int, act):
+    def __init__(self, spec, cfg, head_dim: int, max_seq_len: int, act):
         super().__init__()
         eps = cfg.rms_norm_eps
         self.input_layernorm = RMSNorm(cfg.hidden_size, eps)
         self.self_attn = Attention(
             spec, cfg.hidden_size, cfg.num_attention_heads, cfg.num_key_value_heads or cfg.num_attention_heads,
-            head_dim, rot_dim, max_seq_len, eps,
+            head_dim, max_seq_len, eps,
         )
         self.post_attention_layernorm = RMSNorm(cfg.hidden_size, eps)
         self.mlp = MLP(cfg.hidden_size, cfg.intermediate_size, act)
 
-    def forward(self, x, cos, sin, start_pos: int):
-        x = x + self.self_attn(self.input_layernorm(x), cos, sin, start_pos)
+    def forward(self, x, cos, sin, rot, start_pos: int):
+        x = x + self.self_attn(self.input_layernorm(x), cos, sin, rot, start_pos)
         return x + self.mlp(self.post_attention_layernorm(x))
 
 
@@ -161,7 +160,9 @@ class StaticCacheLM(nn.Module):
         self.n_layers = cfg.num_hidden_layers
         self.embed_tokens = nn.Embedding(cfg.vocab_size, cfg.hidden_size)
         rot_dim = rope_cos.shape[-1]
-        self.layers = nn.ModuleList(Block(spec, cfg, head_dim, rot_dim, max_seq_len, act) for _ in range(cfg.num_hidden_layers))
+        self.layers = nn.ModuleList(Block(spec, cfg, head_dim, max_seq_len, act) for _ in range(cfg.num_hidden_layers))
+        # One table shared by every layer: a buffer per layer would be stored 30 times in the .pte.
+        self.register_buffer("rot", rotate_half_matrix(head_dim, rot_dim), persistent=False)
         self.norm = RMSNorm(cfg.hidden_size, cfg.rms_norm_eps)
         self.lm_head = nn.Linear(cfg.hidden_size, cfg.vocab_size, bias=False)
         pad = head_dim - rot_dim
@@ -180,7 +181,7 @@ class StaticCacheLM(nn.Module):
         sin = self.rope_sin.narrow(0, start_pos, seq)
         x = self.embed_tokens(tokens)
         for layer in self.layers:
-            x = layer(x, cos, sin, start_pos)
+            x = layer(x, cos, sin, self.rot, start_pos)
         # Only the last position's logits: the lm_head over a whole prompt would dominate prefill.
         return self.lm_head(self.norm(x[:, -1, :]))
 

@@ -60,11 +60,9 @@ def embedding_config(scheme: str, group_size: int):
     bits = {"4w": torch.int4, "8w": torch.int8}.get(scheme)
     if bits is None:
         raise RecipeError(f"unknown embedding scheme '{scheme}'", hint="use one of 4w, 8w, none")
-    # fp16 scales: half the bytes of fp32 ones (1.8 MB saved on a 49k x 576 table at group 32).
-    return IntxWeightOnlyConfig(
-        weight_dtype=bits, granularity=_granularity(group_size), intx_choose_qparams_algorithm="hqq_scale_only",
-        scale_dtype=torch.float16,
-    )
+    # Scales stay fp32: with fp16 scales the lowered embedding_4bit produced wrong rows (measured: cosine
+    # 0.28 against the eager table), so the 1.8 MB they would save is not worth it.
+    return IntxWeightOnlyConfig(weight_dtype=bits, granularity=_granularity(group_size), intx_choose_qparams_algorithm="hqq_scale_only")
 
 
 def collect_importance(hf_model: nn.Module, token_ids: list[int]) -> dict[str, torch.Tensor]:
@@ -107,38 +105,46 @@ def search_symmetric_scales(
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Per-group symmetric int4 codes and bf16-representable scales minimising weighted squared error.
 
-    A grid over scale = absmax * f / 8 (f in 0.6..1.25) picks the best clipping per group, then two
-    least-squares steps (s = <w, q>_imp / <q, q>_imp with the codes fixed) refine it.
+    A grid over scale = absmax * f / 8 (f in 0.7..1.2) picks the best clipping per group, then a
+    least-squares step (s = <w, q>_imp / <q, q>_imp with the codes fixed) refines it. The error of a
+    scale is s^2 <q, q>_imp - 2 s <q, w>_imp (the constant <w, w>_imp dropped). Rows are processed in
+    blocks of about a million weights so each candidate's passes stay in cache.
     """
     n, k = weight.shape
     gs = group_size or k
-    g = weight.detach().float().reshape(n, k // gs, gs)
-    imp = torch.ones(1, k // gs, gs) if importance is None else importance.float().reshape(1, k // gs, gs).clamp(min=1e-12)
-    amax = g.abs().amax(-1, keepdim=True).clamp(min=1e-10)
+    imp = torch.ones(k) if importance is None else importance.float().clamp(min=1e-12)
+    imp = imp.reshape(1, k // gs, gs)
+    codes = torch.empty(n, k, dtype=torch.int8)
+    scales = torch.empty(n, k // gs)
+    rows = max(1, (1 << 20) // k)
+    with torch.no_grad():
+        for r0 in range(0, n, rows):
+            g = weight[r0 : r0 + rows].detach().float().reshape(-1, k // gs, gs)
+            gi = g * imp
+            amax = g.abs().amax(-1, keepdim=True).clamp(min=1e-10)
 
-    def codes(scale):
-        return (g / scale).round().clamp(qmin, qmax)
+            def err(scale):
+                q = torch.round(g / scale).clamp_(qmin, qmax)
+                return scale * scale * (q * q * imp).sum(-1, keepdim=True) - 2 * scale * (q * gi).sum(-1, keepdim=True), q
 
-    def error(scale):
-        return (((codes(scale) * scale - g) ** 2) * imp).sum(-1, keepdim=True)
-
-    best_s = best_e = None
-    for f in torch.linspace(0.6, 1.25, 40):
-        s = (amax * f / 8).to(torch.bfloat16).float()
-        e = error(s)
-        if best_s is None:
-            best_s, best_e = s, e
-        else:
-            better = e < best_e
-            best_s, best_e = torch.where(better, s, best_s), torch.where(better, e, best_e)
-    for _ in range(2):
-        q = codes(best_s)
-        s = ((g * q * imp).sum(-1, keepdim=True) / (q * q * imp).sum(-1, keepdim=True).clamp(min=1e-20))
-        s = torch.where(s > 0, s, best_s).to(torch.bfloat16).float()
-        e = error(s)
-        better = e < best_e
-        best_s, best_e = torch.where(better, s, best_s), torch.where(better, e, best_e)
-    return codes(best_s).reshape(n, k).to(torch.int8), best_s.reshape(n, k // gs)
+            best_s = best_e = None
+            for f in torch.linspace(0.7, 1.2, 21).tolist():
+                s = (amax * (f / 8)).to(torch.bfloat16).float()
+                e, _ = err(s)
+                if best_s is None:
+                    best_s, best_e = s, e
+                else:
+                    better = e < best_e
+                    best_s, best_e = torch.where(better, s, best_s), torch.where(better, e, best_e)
+            _, q = err(best_s)
+            s = (gi * q).sum(-1, keepdim=True) / (q * q * imp).sum(-1, keepdim=True).clamp(min=1e-20)
+            s = torch.where(s > 0, s, best_s).to(torch.bfloat16).float()
+            e, _ = err(s)
+            best_s = torch.where(e < best_e, s, best_s)
+            q = torch.round(g / best_s).clamp_(qmin, qmax)
+            codes[r0 : r0 + rows] = q.reshape(-1, k).to(torch.int8)
+            scales[r0 : r0 + rows] = best_s.reshape(-1, k // gs)
+    return codes, scales
 
 
 def _refine_4bit(lm: nn.Module, originals: dict[str, torch.Tensor], importance: dict[str, torch.Tensor]) -> int:

@@ -81,8 +81,8 @@ def test_sm8650_values():
     assert p.cluster_cpus() == [(0, 1), (2, 3, 4), (5, 6), (7,)]
     assert p.threads == 6 and p.cpu_set == (2, 3, 4, 5, 6, 7)
     # inherited from base.yaml
-    assert p.recipe == Recipe("8da4w", 32, "4w", 32, "linear")
-    assert p.recipe.label() == "8da4w-g32+emb4w-g32"
+    assert p.recipe == Recipe("8da4w", 32, "4w", 64, "linear")
+    assert p.recipe.label() == "8da4w-g32+emb4w-g64"
     assert (p.default_seq_len, p.max_seq_len) == (1024, 4096)
 
 
@@ -104,7 +104,7 @@ def test_profile_is_frozen_and_json_ready():
     with pytest.raises(dataclasses.FrozenInstanceError):
         p.threads = 2  # type: ignore[misc]
     d = json.loads(json.dumps(p.to_dict()))
-    assert d["recipe_label"] == "8da4w-g32+emb4w-g32"
+    assert d["recipe_label"] == "8da4w-g32+emb4w-g64"
     assert d["total_cores"] == 8
     assert d["clusters"][2] == {"core": "cortex-x4", "count": 1, "max_ghz": 3.25, "part": 0xD82}
 
@@ -150,7 +150,7 @@ def test_user_file_extends_shipped_profile():
     assert p.name == "My Snapdragon 8 Gen 3 phone"
     # merged mappings: overridden keys change, siblings are inherited
     assert p.max_seq_len == 2048 and p.default_seq_len == 1024
-    assert p.recipe.group_size == 64 and p.recipe.linear == "8da4w" and p.recipe.embedding_group_size == 32
+    assert p.recipe.group_size == 64 and p.recipe.linear == "8da4w" and p.recipe.embedding_group_size == 64
     # lists replace, not append
     assert p.cpu_set == (4, 5, 6, 7) and p.threads == 4
     assert p.clusters == load_profile("sm8650").clusters
@@ -168,7 +168,7 @@ def test_user_file_extends_base(tmp_path):
     )
     p = load_profile(f)
     assert p.isa == ("asimd", "dotprod")  # from base
-    assert p.recipe.label() == "8da4w-g32+emb4w-g32"
+    assert p.recipe.label() == "8da4w-g32+emb4w-g64"
     assert p.total_cores == 4
     assert p.detect == P.Detect((), (), ())
 
@@ -301,7 +301,7 @@ def test_recipe_validates_on_construction():
 
 def test_recipe_replace_checked():
     r = load_profile("sm8650").recipe
-    assert r.replace_checked(group_size=128).label() == "8da4w-g128+emb4w-g32"
+    assert r.replace_checked(group_size=128).label() == "8da4w-g128+emb4w-g64"
     # switching to 8-bit without a group size drops it to 0 (the only valid value)
     assert r.replace_checked(linear="8da8w", embedding="8w").label() == "8da8w+emb8w"
     with pytest.raises(RecipeError, match=r"unknown recipe field 'group' \(did you mean 'group_size'\?\)"):
