@@ -324,3 +324,16 @@ def is_standin(adb: Adb) -> bool:
 
 if __name__ == "__main__":  # pragma: no cover - debugging aid
     print(list_devices(sys.argv[1] if len(sys.argv) > 1 else None))
+
+
+def split_sections(text: str) -> dict[str, list[str]]:
+    """Split the output of a multi-part shell script whose parts start with '@@name' lines."""
+    out: dict[str, list[str]] = {}
+    name = None
+    for line in text.splitlines():
+        if line.startswith("@@"):
+            name = line[2:].strip()
+            out[name] = []
+        elif name is not None:
+            out[name].append(line)
+    return out

@@ -25,7 +25,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
-from .adb import Adb, is_standin
+from .adb import Adb, is_standin, split_sections
 from .errors import DeviceError, ExporterError, HarnessError, PartialBenchError, ProfileError
 from .push import push_artifact, push_files, sha256_file
 
@@ -174,18 +174,6 @@ THERMAL_SCRIPT = ("for z in /sys/class/thermal/thermal_zone*; do "
 _CPU_ZONE = re.compile(r"cpu|big|mid|little|soc|tsens|cluster|apc", re.IGNORECASE)
 
 
-def _sections(text: str) -> dict[str, list[str]]:
-    out: dict[str, list[str]] = {}
-    name = None
-    for line in text.splitlines():
-        if line.startswith("@@"):
-            name = line[2:].strip()
-            out[name] = []
-        elif name:
-            out[name].append(line)
-    return out
-
-
 def parse_thermal(lines: Sequence[str]) -> dict[str, float]:
     """'type temp' lines -> {zone type: degrees C}. Millidegrees are converted; implausible values dropped."""
     temps: dict[str, float] = {}
@@ -236,7 +224,7 @@ def parse_battery(lines: Sequence[str]) -> dict[str, Any]:
 
 def snapshot(adb: Adb) -> dict[str, Any]:
     """CPU temperatures, current CPU frequencies and battery, in one shell call."""
-    sec = _sections(adb.shell(SNAPSHOT_SCRIPT, check=False, action="read temperatures and CPU frequencies").stdout)
+    sec = split_sections(adb.shell(SNAPSHOT_SCRIPT, check=False, action="read temperatures and CPU frequencies").stdout)
     freqs = {}
     for line in sec.get("freq", []):
         m = re.match(r"cpu(\d+)\s+(\d+)", line.strip())

@@ -15,7 +15,7 @@ from collections import Counter
 from dataclasses import dataclass
 from typing import Any, Sequence
 
-from .adb import Adb, list_devices, parse_getprop, pick_serials
+from .adb import Adb, list_devices, parse_getprop, pick_serials, split_sections
 from .errors import DeviceError
 
 PROBE_SCRIPT = (
@@ -104,20 +104,8 @@ def parse_meminfo_total(text: str) -> int | None:
     return int(m.group(1)) * 1024 if m else None
 
 
-def _sections(text: str) -> dict[str, str]:
-    out: dict[str, list[str]] = {}
-    name = None
-    for line in text.splitlines():
-        if line.startswith("@@"):
-            name = line[2:].strip()
-            out[name] = []
-        elif name is not None:
-            out[name].append(line)
-    return {k: "\n".join(v) for k, v in out.items()}
-
-
 def parse_probe(text: str) -> tuple[dict[str, str], list[CpuCore], int | None]:
-    sec = _sections(text)
+    sec = {k: "\n".join(v) for k, v in split_sections(text).items()}
     props = parse_getprop(sec.get("getprop", ""))
     info = parse_cpuinfo(sec.get("cpuinfo", ""))
     freqs: dict[int, int | None] = {}

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
-import os
+import sys
 from pathlib import Path
 
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED = REPO.parent / "shared"
+sys.path.insert(0, str(REPO / "tests" / "standin_adb"))
+from standin import StandIn  # noqa: E402  the stand-in adb (a test fixture, never a device)
 
 
 def _tiny_tokenizer(folder: Path):
@@ -67,3 +69,12 @@ def tiny_models(tmp_path_factory) -> dict[str, Path]:
 def _offline(monkeypatch):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     monkeypatch.setenv("TRANSFORMERS_OFFLINE", "1")
+
+@pytest.fixture
+def standin(tmp_path, monkeypatch):
+    def make(*serials, **per_serial):
+        s = StandIn.phones(tmp_path, *serials, **per_serial)
+        for k, v in s.env.items():
+            monkeypatch.setenv(k, v)
+        return s
+    return make

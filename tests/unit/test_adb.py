@@ -16,14 +16,6 @@ from exporter.errors import DeviceError
 S24, PX8 = "R5CX10S24", "3A281FDJH008"
 
 
-@pytest.fixture
-def standin(tmp_path, monkeypatch):
-    def make(*serials, **per_serial):
-        s = StandIn.phones(tmp_path, *serials, **per_serial)
-        for k, v in s.env.items():
-            monkeypatch.setenv(k, v)
-        return s
-    return make
 
 
 def test_parse_devices_states():

@@ -18,14 +18,6 @@ from exporter.profiles import list_profiles, load_profile
 S24, X100, PX8, S22 = "R5CX10S24", "10AD5X100P", "3A281FDJH008", "R5CT11S22"
 
 
-@pytest.fixture
-def standin(tmp_path, monkeypatch):
-    def make(*serials, **per_serial):
-        s = StandIn.phones(tmp_path, *serials, **per_serial)
-        for k, v in s.env.items():
-            monkeypatch.setenv(k, v)
-        return s
-    return make
 
 
 def test_parse_cpuinfo_kernel_format():

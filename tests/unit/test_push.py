@@ -32,14 +32,6 @@ def export_dir(tmp_path):
     return d
 
 
-@pytest.fixture
-def standin(tmp_path, monkeypatch):
-    def make(*serials, **per_serial):
-        s = StandIn.phones(tmp_path, *serials, **per_serial)
-        for k, v in s.env.items():
-            monkeypatch.setenv(k, v)
-        return s
-    return make
 
 
 def remote_files(s, serial):
