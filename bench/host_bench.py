@@ -371,7 +371,11 @@ def run_worker(kind: str, args: argparse.Namespace, prompt_len: int, extra: list
             "--gen", str(args.gen), "--threads", str(args.threads), "--repeat", str(args.repeat),
             "--warmup", str(args.warmup), *extra]
     env = dict(os.environ, OMP_NUM_THREADS=str(args.threads))
-    proc = subprocess.run(argv, capture_output=True, text=True, env=env, cwd=REPO)
+    try:
+        proc = subprocess.run(argv, capture_output=True, text=True, env=env, cwd=REPO, timeout=args.worker_timeout)
+    except subprocess.TimeoutExpired as err:
+        raise RuntimeError(f"{kind} worker ran past --worker-timeout {args.worker_timeout:.0f} s "
+                           "(a contended machine slows spinning thread pools far more than the load suggests)") from err
     for line in proc.stdout.splitlines():
         if line.startswith("@@RESULT "):
             return json.loads(line[len("@@RESULT "):])
@@ -524,6 +528,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--wait-quiet", type=float, metavar="LOAD",
                     help="before starting, wait until the 1-minute load average is below LOAD (see --wait-timeout)")
     ap.add_argument("--wait-timeout", type=float, default=900, help="longest wait for --wait-quiet, seconds")
+    ap.add_argument("--worker-timeout", type=float, default=900,
+                    help="longest run of one eager / llama.cpp worker (one prompt length, all repeats), seconds")
     # worker mode (internal)
     ap.add_argument("--worker", choices=("eager", "llamacpp"), help=argparse.SUPPRESS)
     ap.add_argument("--prompt-len", type=int, help=argparse.SUPPRESS)
