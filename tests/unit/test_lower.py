@@ -1,0 +1,65 @@
+"""XNNPACK pass pruning: passes run only where their ops are, and the skip is undone afterwards."""
+
+from __future__ import annotations
+
+import torch
+
+from exporter.lower import _PASS_TRIGGERS, _decoder_xnnpack_passes
+
+
+def _edge_program(module, *example):
+    from executorch.exir import EdgeCompileConfig, to_edge
+
+    ep = torch.export.export(module, example)
+    return to_edge(ep, compile_config=EdgeCompileConfig(_check_ir_validity=False)).exported_program()
+
+
+class _Linear(torch.nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.l = torch.nn.Linear(8, 8)
+
+    def forward(self, x):
+        return self.l(x) * torch.sigmoid(x)
+
+
+class _Conv(torch.nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.c = torch.nn.Conv2d(3, 4, 3)
+
+    def forward(self, x):
+        return torch.relu(self.c(x)).mean(dim=(2, 3), keepdim=True)
+
+
+def _pass_names(ep):
+    from executorch.backends.xnnpack._passes import XNNPACKPassManager
+
+    with _decoder_xnnpack_passes():
+        return [p.__name__ for p in XNNPACKPassManager(ep).passes]
+
+
+def test_decoder_partition_skips_passes_for_absent_ops():
+    names = _pass_names(_edge_program(_Linear(), torch.randn(2, 8)))
+    assert "ConvertToLinearPass" in names and "ConstPropPass" in names  # unlisted: always run
+    for skipped in ("Conv1dUnsqueezePass", "ChannelsLastTaggedReshapePass", "FuseBatchNormPass", "DecomposeConcatenate"):
+        assert skipped not in names
+
+
+def test_conv_partition_keeps_its_passes():
+    names = _pass_names(_edge_program(_Conv(), torch.randn(1, 3, 8, 8)))
+    for kept in ("Conv1dUnsqueezePass", "ChannelsLastTaggedReshapePass", "FuseActivationPass", "RemoveRedundantCopyPass"):
+        assert kept in names
+
+
+def test_pass_manager_is_restored_and_triggers_name_real_passes():
+    from executorch.backends.xnnpack import _passes
+
+    init = _passes.XNNPACKPassManager.__init__
+    with _decoder_xnnpack_passes():
+        assert _passes.XNNPACKPassManager.__init__ is not init
+    assert _passes.XNNPACKPassManager.__init__ is init
+    # a renamed pass upstream would silently stop being pruned; fail loudly instead
+    ep = _edge_program(_Linear(), torch.randn(2, 8))
+    all_names = {p.__name__ for p in _passes.XNNPACKPassManager(ep).passes}
+    assert set(_PASS_TRIGGERS) <= all_names
