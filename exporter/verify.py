@@ -8,11 +8,14 @@ tokens in one pass. Both see identical token ids; only the predictions both made
 from __future__ import annotations
 
 import math
+import os
+import sys
 import time
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from importlib import resources
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Iterator
 
 from .artifact import PTE, read_manifest
 from .errors import VerificationError
@@ -203,6 +206,20 @@ def verify_folder(
     return result
 
 
+@contextmanager
+def _stdout_to_stderr() -> Iterator[None]:
+    """The C++ runner prints tokens and its stats line to fd 1; keep stdout clean for --json results."""
+    sys.stdout.flush()
+    saved = os.dup(1)
+    try:
+        os.dup2(2, 1)
+        yield
+    finally:
+        sys.stdout.flush()
+        os.dup2(saved, 1)
+        os.close(saved)
+
+
 def run_stock_runner(pte: Path, tokenizer: Path, max_new_tokens: int, prompt: str = "Once upon a time") -> tuple[str, bool]:
     """Generate a few tokens through executorch.extension.llm.runner.TextLLMRunner (the C++ runner's binding)."""
     import executorch.extension.llm.custom_ops.custom_ops  # noqa: F401
@@ -211,9 +228,10 @@ def run_stock_runner(pte: Path, tokenizer: Path, max_new_tokens: int, prompt: st
 
     pieces: list[str] = []
     try:
-        runner = TextLLMRunner(str(pte), str(tokenizer))
-        config = GenerationConfig(echo=False, max_new_tokens=max_new_tokens, temperature=0.0)
-        runner.generate(prompt, config, token_callback=pieces.append)
+        with _stdout_to_stderr():
+            runner = TextLLMRunner(str(pte), str(tokenizer))
+            config = GenerationConfig(echo=False, max_new_tokens=max_new_tokens, temperature=0.0)
+            runner.generate(prompt, config, token_callback=pieces.append)
     except Exception as err:  # the binding raises RuntimeError with the ExecuTorch error text
         return f"{type(err).__name__}: {err}", False
     text = "".join(pieces)

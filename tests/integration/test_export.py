@@ -11,7 +11,7 @@ import torch
 from exporter.artifact import PTE
 from exporter.export import build_plan, run_export
 from exporter.profiles import load_profile
-from exporter.verify import PteDecoder, run_stock_runner, verify_folder
+from exporter.verify import PteDecoder, run_stock_runner
 
 pytestmark = pytest.mark.slow
 
@@ -105,15 +105,23 @@ def test_stock_runner_generates_with_exported_tokenizer(tiny_models, tmp_path):
     assert ok, text
 
 
-def test_verify_reports_agreement_and_perplexity(tiny_models, tmp_path):
+def test_verify_cli_reports_agreement_and_perplexity_as_clean_json(tiny_models, tmp_path, capfd):
+    from exporter.cli import main
+
     out = tmp_path / "out"
     run_export(build_plan(str(tiny_models["llama"]), "sm8650", out, quant="none", embedding_quant="none", max_seq_len=128))
-    result = verify_folder(out, chunks=2, chunk_len=64, prefill_len=8)
-    assert result.top1_agreement == 1.0
-    assert result.ppl_pte == pytest.approx(result.ppl_eager, rel=1e-3)
-    assert result.mean_kl < 1e-6
-    assert result.scored_tokens == 2 * (64 - 8)
-    assert result.runner_ok and result.host_decode_tps > 0
+    capfd.readouterr()
+    with pytest.raises(SystemExit) as exc:
+        main(["verify", str(out), "--chunks", "2", "--chunk-len", "64", "--prefill-len", "8", "--json"])
+        raise SystemExit(0)
+    assert exc.value.code == 0
+    stdout, _ = capfd.readouterr()
+    result = json.loads(stdout)  # the C++ runner's own prints must not leak into stdout
+    assert result["top1_agreement"] == 1.0
+    assert result["ppl_pte"] == pytest.approx(result["ppl_eager"], rel=1e-3)
+    assert result["mean_kl"] < 1e-6
+    assert result["scored_tokens"] == 2 * (64 - 8)
+    assert result["runner_ok"] and result["host_decode_tps"] > 0
 
 
 def test_interrupted_export_leaves_no_artifact(tiny_models, tmp_path, monkeypatch):
