@@ -83,8 +83,9 @@ def test_manifest_and_folder_contents(tiny_models, tmp_path):
     manifest = run_export(build_plan(str(tiny_models["llama"]), "sm8550", out, max_seq_len=48))
     on_disk = json.loads((out / "manifest.json").read_text())
     assert on_disk == json.loads(json.dumps(manifest.to_dict()))
-    assert sorted(p.name for p in out.iterdir() if not p.name.startswith("tokenizer")) == ["manifest.json", "model.pte"]
-    assert (out / "tokenizer.json").is_file()
+    names = {p.name for p in out.iterdir()}
+    assert {"manifest.json", "model.pte", "tokenizer.json", "tokenizer_config.json"} <= names
+    assert names <= {"manifest.json", "model.pte", "tokenizer.json", "tokenizer_config.json", "chat_template.jinja", "special_tokens_map.json"}
     assert on_disk["pte"]["bytes"] == (out / PTE).stat().st_size
     from exporter.artifact import file_sha256
 
