@@ -15,7 +15,6 @@ from .errors import ExportError
 @dataclass(frozen=True)
 class LoweredProgram:
     buffer: bytes
-    export_s: float
     lower_s: float
     serialize_s: float
     delegated_ops: int
@@ -144,7 +143,7 @@ def lower_to_executorch(
     except Exception as err:
         raise ExportError(f"lowering failed: {type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}") from err
     t2 = time.perf_counter()
-    return LoweredProgram(buffer, 0.0, t1 - t0, t2 - t1, delegated, other)
+    return LoweredProgram(buffer, t1 - t0, t2 - t1, delegated, other)
 
 
 def _op_summary(gm) -> tuple[int, dict[str, int]]:

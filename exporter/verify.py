@@ -17,7 +17,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Callable, Iterator
 
-from .artifact import PTE, read_manifest
+from .artifact import read_manifest
 from .errors import VerificationError
 
 Progress = Callable[[str], None]

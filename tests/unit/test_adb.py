@@ -3,12 +3,8 @@
 from __future__ import annotations
 
 import sys
-from pathlib import Path
 
 import pytest
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "standin_adb"))
-from standin import StandIn  # noqa: E402
 
 from exporter.adb import Adb, find_adb, list_devices, parse_df_available_kb, parse_devices, parse_getprop, pick_serials
 from exporter.errors import DeviceError

@@ -2,13 +2,10 @@
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
 import pytest
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "standin_adb"))
-from standin import StandIn  # noqa: E402
 
 from exporter.adb import Adb
 from exporter.detect import auto_detect, auto_profile, connected_rows, describe, describe_connected, parse_cpuinfo

@@ -4,13 +4,8 @@ from __future__ import annotations
 
 import hashlib
 import json
-import sys
-from pathlib import Path
-
 import pytest
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "standin_adb"))
-from standin import StandIn  # noqa: E402
+from conftest import StandIn
 
 from exporter.adb import Adb
 from exporter.errors import DeviceError
