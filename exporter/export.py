@@ -13,7 +13,7 @@ from . import __version__
 from .artifact import PTE, Manifest, check_output_free, file_sha256, staged_output, write_bytes_synced
 from .errors import ModelError
 from .profiles import DeviceProfile, Recipe, load_profile
-from .source import ModelSource, resolve_source
+from .source import ModelSource, load_config, resolve_source
 
 Progress = Callable[[str], None]
 
@@ -61,7 +61,7 @@ def build_plan(
             hint=f"use --max-seq-len {profile.max_seq_len} or less",
         )
     source = resolve_source(model)
-    model_limit = _model_context_limit(source)
+    model_limit = getattr(load_config(source), "max_position_embeddings", None)
     if model_limit is not None and seq > model_limit:
         raise ModelError(
             f"context length {seq} exceeds the model's limit of {model_limit} positions",
@@ -70,20 +70,6 @@ def build_plan(
     if max_seq_len is not None:
         overrides["max_seq_len"] = max_seq_len
     return ExportPlan(source, profile, recipe, seq, Path(output), overrides)
-
-
-def _model_context_limit(source: ModelSource) -> int | None:
-    from transformers import AutoConfig
-
-    from .model import arch_spec
-
-    kwargs = {"gguf_file": source.gguf_file} if source.gguf_file else {}
-    try:
-        config = AutoConfig.from_pretrained(source.folder, **kwargs)
-    except Exception as err:
-        raise ModelError(f"cannot read the model config of {source.id}: {err}") from err
-    arch_spec(config)
-    return getattr(config, "max_position_embeddings", None)
 
 
 def _versions() -> dict:

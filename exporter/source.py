@@ -103,10 +103,9 @@ def weights_sha256(source: ModelSource) -> str:
     return digest.hexdigest()
 
 
-def load_model(source: ModelSource):
-    """The transformers model in fp32 (GGUF weights are dequantized by transformers), in eval mode."""
-    import torch
-    from transformers import AutoConfig, AutoModelForCausalLM
+def load_config(source: ModelSource):
+    """The model's transformers config, checked to be a supported family (before any weights are read)."""
+    from transformers import AutoConfig
 
     from .model import arch_spec
 
@@ -115,7 +114,17 @@ def load_model(source: ModelSource):
         config = AutoConfig.from_pretrained(source.folder, **kwargs)
     except Exception as err:
         raise ModelError(f"cannot read the model config of {source.id}: {err}") from err
-    arch_spec(config)  # fail on an unsupported family before loading gigabytes
+    arch_spec(config)
+    return config
+
+
+def load_model(source: ModelSource):
+    """The transformers model in fp32 (GGUF weights are dequantized by transformers), in eval mode."""
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    load_config(source)  # fail on an unsupported family before loading gigabytes
+    kwargs = {"gguf_file": source.gguf_file} if source.gguf_file else {}
     try:
         model = AutoModelForCausalLM.from_pretrained(source.folder, dtype=torch.float32, **kwargs)
     except Exception as err:
