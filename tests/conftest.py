@@ -78,3 +78,21 @@ def standin(tmp_path, monkeypatch):
             monkeypatch.setenv(k, v)
         return s
     return make
+
+
+@pytest.fixture(scope="session")
+def harness_binary():
+    """The native harness built for this host (once per session; CMake caches it under build/)."""
+    import shutil
+
+    from exporter.errors import HarnessError
+    from exporter.harness import build_host
+
+    if not any(shutil.which(cc) for cc in ("c++", "g++", "clang++")):
+        pytest.skip("no C++ compiler on PATH")
+    try:
+        return build_host(jobs=2)
+    except HarnessError as err:
+        if "CMake >=" in str(err):
+            pytest.skip(f"no usable CMake: {err}")
+        raise

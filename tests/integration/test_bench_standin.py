@@ -165,21 +165,6 @@ def test_llama_main_runner(tmp_path, export):
 
 
 @pytest.fixture(scope="module")
-def host_harness():
-    import shutil
-
-    from exporter.errors import HarnessError
-    from exporter.harness import build_host
-
-    if not any(shutil.which(cc) for cc in ("c++", "g++", "clang++")):
-        pytest.skip("no C++ compiler")
-    try:
-        return build_host(jobs=2)
-    except HarnessError as err:
-        pytest.skip(f"the native harness cannot be built here: {err}")
-
-
-@pytest.fixture(scope="module")
 def tiny_pte_bytes():
     """A real, tiny ExecuTorch program with the harness's calling convention (no KV cache: last-token logits)."""
     torch = pytest.importorskip("torch")
@@ -207,10 +192,10 @@ def tiny_pte_bytes():
 
 
 @pytest.mark.native
-def test_bench_real_host_harness_through_standin(tmp_path, host_harness, tiny_pte_bytes):
+def test_bench_real_harness_binary_through_standin(tmp_path, harness_binary, tiny_pte_bytes):
     s = StandIn.phones(tmp_path, S24)
     export = make_export(tmp_path / "real", tiny_pte_bytes, max_seq_len=32)
-    args = ["bench", export, "--serial", S24, "--harness", host_harness, "--prompt-lengths", "4,8", "--gen", "4",
+    args = ["bench", export, "--serial", S24, "--harness", harness_binary, "--prompt-lengths", "4,8", "--gen", "4",
             "--repeat", "2", "--threads", "1", "--no-cooldown", "--json"]
     p = run_cli(args, {**s.env, **HOST_OK})
     assert p.returncode == 0, p.stderr
@@ -224,9 +209,9 @@ def test_bench_real_host_harness_through_standin(tmp_path, host_harness, tiny_pt
 
 
 @pytest.mark.native
-def test_bench_host_mode(tmp_path, host_harness, tiny_pte_bytes):
+def test_bench_host_mode(tmp_path, harness_binary, tiny_pte_bytes):
     export = make_export(tmp_path / "real", tiny_pte_bytes, max_seq_len=32)
-    args = ["bench", export, "--host", "--harness", host_harness, "--prompt-lengths", "4", "--gen", "4",
+    args = ["bench", export, "--host", "--harness", harness_binary, "--prompt-lengths", "4", "--gen", "4",
             "--repeat", "2", "--threads", "1", "--host-bandwidth-gbps", "12.5", "--json"]
     p = run_cli(args, {})
     assert p.returncode == 0, p.stderr

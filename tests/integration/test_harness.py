@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import subprocess
 
 import pytest
@@ -24,18 +23,6 @@ TIMING_FIELDS = ("model_load_ms", "prefill_ms", "prefill_tps", "ttft_ms", "decod
 
 
 # ------------------------------------------------------------------------------------------------ fixtures
-
-
-@pytest.fixture(scope="module")
-def harness_binary():
-    if not any(shutil.which(cc) for cc in ("c++", "g++", "clang++")):
-        pytest.skip("no C++ compiler on PATH")
-    try:
-        return build_host(jobs=2)
-    except HarnessError as err:
-        if "CMake >=" in str(err):
-            pytest.skip(f"no usable CMake: {err}")
-        raise
 
 
 def _tiny_custom_op_module():
