@@ -144,6 +144,8 @@ def run_export(plan: ExportPlan, *, force: bool = False, progress: Progress = la
         if tok_file is None:
             raise ModelError(f"the tokenizer of {plan.source.id} has no fast (tokenizer.json) form, which the runners need")
         pte_bytes = pte_path.stat().st_size
+        pte_sha = file_sha256(pte_path)
+        stages["write_s"] = round(time.perf_counter() - t, 2)
         manifest = Manifest(
             model={
                 "id": plan.source.id,
@@ -167,7 +169,7 @@ def run_export(plan: ExportPlan, *, force: bool = False, progress: Progress = la
                 },
             },
             max_seq_len=plan.max_seq_len,
-            pte={"file": PTE, "bytes": pte_bytes, "sha256": file_sha256(pte_path)},
+            pte={"file": PTE, "bytes": pte_bytes, "sha256": pte_sha},
             bf16_bytes=bf16,
             size_reduction=round(bf16 / pte_bytes, 3),
             tokenizer={"file": tok_file, "bos_id": bos_id, "eos_ids": eos_ids},
@@ -178,16 +180,13 @@ def run_export(plan: ExportPlan, *, force: bool = False, progress: Progress = la
             n_layers=lm.n_layers,
             versions=_versions(),
             export={
-                "wall_s": None,
-                "peak_rss_bytes": None,
+                "wall_s": round(time.perf_counter() - t_start, 2),
+                "peak_rss_bytes": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024,
                 "stages_s": stages,
                 "delegated_calls": lowered.delegated_ops,
                 "non_delegated_ops": lowered.non_delegated_ops,
             },
             overrides=plan.overrides,
         )
-        stages["write_s"] = round(time.perf_counter() - t, 2)
-        manifest.export["wall_s"] = round(time.perf_counter() - t_start, 2)
-        manifest.export["peak_rss_bytes"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
         (stage_dir / "manifest.json").write_text(json.dumps(manifest.to_dict(), indent=2) + "\n")
     return manifest
