@@ -3,9 +3,9 @@
 For each prompt length (default 64 and 512) and 128 generated tokens, three engines are measured in the same
 run, each in its own process (so peak RSS is its own), one after the other per prompt length:
 
-- `pte`: the native harness on the export folder, through `exporter.bench.run_bench(..., host=True)`, the code
+- `pte`: the native harness on the export folder, through `exporter.device.bench.run_bench(..., host=True)`, the code
   path of `exporter bench DIR --host` (rows also kept in the `exporter bench` schema, see docs/results_schema.md);
-- `eager`: the transformers model in fp32 (`exporter.source.load_model`, the GGUF dequantized), a static KV
+- `eager`: the transformers model in fp32 (`exporter.build.source.load_model`, the GGUF dequantized), a static KV
   cache, a manual prefill + greedy decode loop, `torch.set_num_threads(threads)`;
 - `llamacpp`: llama-cpp-python (low-level API) on a Q4_0 GGUF requantized from the package's Q4_1 GGUF.
 
@@ -82,7 +82,7 @@ def vm_hwm_kb() -> int | None:
 
 def make_run(i: int, threads: int, prompt_len: int, gen_len: int, load_ms: float, prefill_ms: float,
              ttft_ms: float, token_ms: list[float]) -> dict[str, Any]:
-    """One run in the harness's schema (exporter/run_schema.py RUN_FIELDS)."""
+    """One run in the harness's schema (exporter/device/protocol.py RUN_FIELDS)."""
     decode_ms = sum(token_ms)
     return {
         "run": i, "threads": threads, "cpu_set": [], "prompt_tokens": prompt_len, "gen_tokens": gen_len,
@@ -103,7 +103,7 @@ def worker_eager(args: argparse.Namespace) -> dict:
     torch.set_num_threads(args.threads)
     from transformers import StaticCache
 
-    from exporter.source import load_model, resolve_source
+    from exporter.build.source import load_model, resolve_source
 
     t0 = time.perf_counter()
     model = load_model(resolve_source(None))
@@ -223,7 +223,7 @@ def worker_main(args: argparse.Namespace) -> int:
 
 
 def machine_info() -> dict:
-    from exporter.bench import host_cpu_name
+    from exporter.device.telemetry import host_cpu_name
 
     info: dict[str, Any] = {"cpu_model": host_cpu_name(), "logical_cpus": os.cpu_count(),
                             "platform": platform.platform(), "machine": platform.machine(),
@@ -340,7 +340,7 @@ def make_q4_0(out_dir: Path, threads: int) -> dict:
 
     import llama_cpp as lc
 
-    from exporter.source import builtin_gguf_path
+    from exporter.build.source import builtin_gguf_path
 
     src = builtin_gguf_path()
     if src is None:
@@ -422,7 +422,7 @@ def summarize(engine: str, label: str, weights_bytes: int | None, prompt_len: in
 
 def bench_pte(args: argparse.Namespace, prompt_len: int) -> tuple[dict, list[dict]]:
     """The harness on the host via exporter's own `bench --host` code path."""
-    from exporter.bench import BenchSpec, ExportInfo, run_bench
+    from exporter.device.bench import BenchSpec, ExportInfo, run_bench
     from exporter.report import build_rows
 
     spec = BenchSpec(prompt_lengths=(prompt_len,), gen_len=args.gen, reps=args.repeat, warmup=args.warmup,
@@ -584,7 +584,7 @@ def main(argv: list[str] | None = None) -> int:
             say(f"[llamacpp] skipped: {llama['error']}")
     record["llamacpp"] = llama
 
-    from exporter.source import builtin_gguf_path
+    from exporter.build.source import builtin_gguf_path
 
     src = builtin_gguf_path()
     eager_label = "eager PyTorch fp32, static cache"

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any, Callable, Sequence
 
 from . import __version__
-from .bench import ExportInfo, TestResult, mean_sd
+from .device.bench import ExportInfo, TestResult, mean_sd
 
 # name -> (type, meaning). Order is the column order of CSV and JSON rows.
 ROW_FIELDS: dict[str, tuple[str, str]] = {
@@ -76,7 +76,7 @@ ROW_FIELDS: dict[str, tuple[str, str]] = {
 JSON_ONLY_FIELDS = {
     "samples_prefill_tps": "prefill tokens/s of each run",
     "samples_decode_tps": "decode tokens/s of each run",
-    "samples": "the raw run objects (run_schema fields + per-run temperature and cooldown wait)",
+    "samples": "the raw run objects (protocol.RUN_FIELDS fields + per-run temperature and cooldown wait)",
 }
 METRIC_FIELDS = [k for k in ROW_FIELDS if k.endswith(("_mean", "_sd")) or k in (
     "peak_rss_mib", "roofline_decode_tps", "roofline_fraction", "n_runs")]

@@ -13,7 +13,6 @@ import sys
 import time
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
-from importlib import resources
 from pathlib import Path
 from typing import Callable, Iterator
 
@@ -47,10 +46,6 @@ class VerifyResult:
 
     def to_dict(self) -> dict:
         return asdict(self)
-
-
-def sample_text() -> str:
-    return resources.files("exporter").joinpath("data/sample.txt").read_text()
 
 
 def load_runtime_program(pte: Path):
@@ -140,7 +135,7 @@ def verify_folder(
     """Score `folder`'s .pte against its eager source model; raise VerificationError under `min_agreement`."""
     import torch
 
-    from .source import load_model, load_tokenizer, resolve_source
+    from .build.source import load_model, load_tokenizer, resolve_source, sample_text
 
     folder = Path(folder)
     manifest = read_manifest(folder)

@@ -22,7 +22,7 @@ def _tiny_tokenizer(folder: Path):
     tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     tok.decoder = decoders.ByteLevel()
     trainer = trainers.BpeTrainer(vocab_size=300, special_tokens=["<s>", "</s>"], initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
-    text = (REPO / "exporter" / "data" / "sample.txt").read_text()
+    text = (REPO / "exporter" / "build" / "data" / "sample.txt").read_text()
     tok.train_from_iterator([text], trainer)
     fast = PreTrainedTokenizerFast(tokenizer_object=tok, bos_token="<s>", eos_token="</s>")
     fast.chat_template = "{% for m in messages %}{{ m['content'] }}\n{% endfor %}"
@@ -86,7 +86,7 @@ def harness_binary():
     import shutil
 
     from exporter.errors import HarnessError
-    from exporter.harness import build_host
+    from exporter.device.harness import build_host
 
     if not any(shutil.which(cc) for cc in ("c++", "g++", "clang++")):
         pytest.skip("no C++ compiler on PATH")

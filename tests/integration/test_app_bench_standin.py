@@ -20,14 +20,14 @@ from click.testing import CliRunner
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "standin_adb"))
 from standin import ADB, StandIn  # noqa: E402
 
-from exporter import app_bench
-from exporter.adb import Adb
-from exporter.app_bench import run_app_bench
-from exporter.bundle import APP_PACKAGE, app_versions
+from exporter.app import bench as app_bench
+from exporter.device.adb import Adb
+from exporter.app.bench import run_app_bench
+from exporter.app.bundle import APP_PACKAGE, app_versions
 from exporter.cli import cli
 from exporter.errors import AppError
-from exporter.push import push_artifact
-from exporter.run_schema import RUN_FIELDS
+from exporter.device.push import push_artifact
+from exporter.device.protocol import RUN_FIELDS
 
 S24 = "R5CX10S24"
 

@@ -9,7 +9,8 @@ import pytest
 import torch
 
 from exporter.artifact import PTE
-from exporter.export import build_plan, run_export
+from exporter.build.export import run_export
+from exporter.build.plan import build_plan
 from exporter.profiles import load_profile
 from exporter.verify import PteDecoder, run_stock_runner
 
@@ -18,11 +19,11 @@ pytestmark = pytest.mark.slow
 
 def _eager_static(folder, max_seq_len, recipe=None):
     """The exporter's own eager decoder (optionally torchao-quantized exactly as the export does)."""
-    from exporter.model import build_static_lm
-    from exporter.recipes import apply_recipe, collect_importance
-    from exporter.source import load_model, load_tokenizer, resolve_source
-    from exporter.verify import sample_text
-    from exporter.export import CALIBRATION_TOKENS
+    from exporter.build.model import build_static_lm
+    from exporter.build.recipes import apply_recipe, collect_importance
+    from exporter.build.source import load_model, load_tokenizer, resolve_source
+    from exporter.build.source import sample_text
+    from exporter.build.export import CALIBRATION_TOKENS
 
     src = resolve_source(str(folder))
     hf = load_model(src)
@@ -126,7 +127,7 @@ def test_verify_cli_reports_agreement_and_perplexity_as_clean_json(tiny_models, 
 
 
 def test_interrupted_export_leaves_no_artifact(tiny_models, tmp_path, monkeypatch):
-    import exporter.export as export_mod
+    import exporter.build.export as export_mod
 
     def boom(*args, **kwargs):
         raise KeyboardInterrupt
@@ -142,7 +143,7 @@ def test_interrupted_export_leaves_no_artifact(tiny_models, tmp_path, monkeypatc
 def test_disk_full_mid_write_is_clean_error(tiny_models, tmp_path, monkeypatch):
     import errno
 
-    import exporter.export as export_mod
+    import exporter.build.export as export_mod
     from exporter.errors import ExportError
 
     def full(path, data):

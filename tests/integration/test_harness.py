@@ -14,8 +14,9 @@ import pytest
 import torch
 
 from exporter.errors import HarnessError
-from exporter.harness import build_host, harness_argv, parse_runs, run_host
-from exporter.run_schema import RUN_FIELDS
+from exporter.device.harness import build_host, run_host
+from exporter.device.protocol import harness_argv, parse_runs
+from exporter.device.protocol import RUN_FIELDS
 
 MAX_SEQ_LEN = 48
 TIMING_FIELDS = ("model_load_ms", "prefill_ms", "prefill_tps", "ttft_ms", "decode_ms", "decode_tps",
@@ -104,9 +105,9 @@ def tiny_pte(tmp_path_factory):
 def llama_pte(tmp_path_factory):
     """A random-weight 2-layer Llama through the exporter's own pipeline (model.py + lower.py), 8da4w."""
     try:
-        from exporter.lower import export_program, lower_to_executorch, runner_metadata
-        from exporter.model import build_static_lm
-        from exporter.recipes import linear_config
+        from exporter.build.lower import export_program, lower_to_executorch, runner_metadata
+        from exporter.build.model import build_static_lm
+        from exporter.build.recipes import linear_config
     except ImportError as err:
         pytest.skip(f"the exporter's export pipeline is not available: {err}")
     from torch import nn

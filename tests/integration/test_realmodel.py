@@ -12,8 +12,9 @@ import pytest
 
 from conftest import SHARED
 from exporter.artifact import PTE
-from exporter.export import build_plan, run_export
-from exporter.source import builtin_gguf_path
+from exporter.build.export import run_export
+from exporter.build.plan import build_plan
+from exporter.build.source import builtin_gguf_path
 from exporter.verify import verify_folder
 
 pytestmark = [pytest.mark.slow, pytest.mark.realmodel]
@@ -52,7 +53,7 @@ def test_builtin_model_perplexity_stays_within_measured_bound(smollm2_export):
 
 def test_host_harness_runs_builtin_model(smollm2_export):
     from exporter.errors import HarnessError
-    from exporter.harness import run_host
+    from exporter.device.harness import run_host
 
     out, manifest = smollm2_export
     try:

@@ -6,7 +6,7 @@ import sys
 
 import pytest
 
-from exporter.adb import Adb, find_adb, list_devices, parse_df_available_kb, parse_devices, parse_getprop, pick_serials
+from exporter.device.adb import Adb, find_adb, list_devices, parse_df_available_kb, parse_devices, parse_getprop, pick_serials
 from exporter.errors import DeviceError
 
 S24, PX8 = "R5CX10S24", "3A281FDJH008"

@@ -2,9 +2,9 @@
 
 Kotlin is parsed with a real Kotlin grammar (tree-sitter-kotlin); the contracts between the app and the Python
 side are extracted from both sources and compared, never from a second hand-written list:
-- the intent extras BenchmarkActivity reads  <->  the extras exporter/app_bench.py puts on `am start`;
-- the config keys ExporterConfig.kt reads    <->  the keys exporter/bundle.py writes;
-- the run fields BenchRunner.kt writes       <->  exporter/run_schema.RUN_FIELDS (the native harness schema).
+- the intent extras BenchmarkActivity reads  <->  the extras exporter/app/bench.py puts on `am start`;
+- the config keys ExporterConfig.kt reads    <->  the keys exporter/app/bundle.py writes;
+- the run fields BenchRunner.kt writes       <->  exporter/device/protocol.RUN_FIELDS (the native harness schema).
 """
 
 from __future__ import annotations
@@ -18,8 +18,8 @@ from pathlib import Path
 
 import pytest
 
-from exporter import app_bench, bundle
-from exporter.run_schema import RUN_FIELDS
+from exporter.app import bench as app_bench, bundle
+from exporter.device.protocol import RUN_FIELDS
 
 ts = pytest.importorskip("tree_sitter")
 tsk = pytest.importorskip("tree_sitter_kotlin")

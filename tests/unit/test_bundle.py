@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from exporter import bundle
+from exporter.app import bundle
 from exporter.cli import cli
 from exporter.errors import AppError
 

@@ -110,7 +110,7 @@ def test_verify_on_non_export_folder(capsys, tmp_path):
 
 
 def test_builtin_model_missing_is_explained(monkeypatch, capsys, tmp_path):
-    import exporter.source as source
+    import exporter.build.source as source
 
     monkeypatch.setattr(source, "builtin_gguf_path", lambda: None)
     code, _, err = run_cli(capsys, "export", "--device", "sm8650", "-o", str(tmp_path / "o"))

@@ -7,8 +7,8 @@ from pathlib import Path
 import pytest
 
 
-from exporter.adb import Adb
-from exporter.detect import auto_detect, auto_profile, connected_rows, describe, describe_connected, parse_cpuinfo
+from exporter.device.adb import Adb
+from exporter.device.detect import auto_detect, auto_profile, connected_rows, describe, describe_connected, parse_cpuinfo
 from exporter.errors import DeviceError
 from exporter.profiles import list_profiles, load_profile
 

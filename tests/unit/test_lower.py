@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from exporter.lower import _PASS_TRIGGERS, _decoder_xnnpack_passes
+from exporter.build.lower import _PASS_TRIGGERS, _decoder_xnnpack_passes
 
 
 def _edge_program(module, *example):

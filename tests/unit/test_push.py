@@ -7,9 +7,9 @@ import json
 import pytest
 from conftest import StandIn
 
-from exporter.adb import Adb
+from exporter.device.adb import Adb
 from exporter.errors import DeviceError
-from exporter.push import push_artifact
+from exporter.device.push import push_artifact
 
 S24 = "R5CX10S24"
 REMOTE = "/data/local/tmp/exp"

@@ -12,11 +12,11 @@ from pathlib import Path
 
 import pytest
 
-from exporter.bench import (BenchSpec, ExportInfo, TestResult, check_harness_binary, cpu_temp_c, parse_battery,
-                            parse_observer, parse_thermal, raise_for_failures, wait_cool)
+from exporter.device.bench import BenchSpec, ExportInfo, TestResult, check_harness_binary, raise_for_failures
+from exporter.device.protocol import RUN_FIELDS, parse_observer
+from exporter.device.telemetry import cpu_temp_c, parse_battery, parse_thermal, wait_cool
 from exporter.errors import HarnessError, PartialBenchError
 from exporter.report import ROW_FIELDS, build_rows, to_csv, to_json, to_markdown, write_report
-from exporter.run_schema import RUN_FIELDS
 
 
 def _info(tmp_path, nbytes=1_000_000):

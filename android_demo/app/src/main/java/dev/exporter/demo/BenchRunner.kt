@@ -19,7 +19,7 @@ data class BenchRequest(
 
 /**
  * Runs warm-up and measured generations and builds the results document. Each element of "runs" has exactly
- * the fields of exporter/run_schema.py RUN_FIELDS, the schema of the native harness (tests check this file).
+ * the fields of exporter/device/protocol.py RUN_FIELDS, the schema of the native harness (tests check this file).
  */
 class BenchRunner(private val context: Context, private val config: ExporterConfig?) {
 

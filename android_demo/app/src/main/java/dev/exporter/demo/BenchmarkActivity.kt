@@ -16,7 +16,7 @@ import java.io.File
  *         --ei prompt_len 128 --ei gen_len 64 --ei reps 5 --ei warmup 1 --es run_id ID
  *
  * It runs without a person, writes Android/data/dev.exporter.demo/files/bench/ID.json (runs in the native
- * harness's schema, exporter/run_schema.py) and finishes. Failures are written to the same file as "error",
+ * harness's schema, exporter/device/protocol.py) and finishes. Failures are written to the same file as "error",
  * so the host never waits for a timeout to learn that the model was missing.
  */
 class BenchmarkActivity : Activity() {

@@ -9,16 +9,17 @@ from __future__ import annotations
 
 import json
 import shutil
-import tomllib
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from .errors import AppError
-from .push import default_remote_dir
+import tomllib
 
-TEMPLATE_DIR = Path(__file__).resolve().parent.parent / "android_demo"
+from ..device.push import default_remote_dir
+from ..errors import AppError
+
+TEMPLATE_DIR = Path(__file__).resolve().parents[2] / "android_demo"
 APP_PACKAGE = "dev.exporter.demo"
 CONFIG_ASSET = "app/src/main/assets/exporter_config.json"
 EMBED_ASSET_DIR = "app/src/main/assets/model"

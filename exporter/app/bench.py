@@ -2,7 +2,7 @@
 
 Steps: the app is installed at the expected version (`pm list packages`, `dumpsys package`), the export is on
 the phone, `am start` launches the activity with INTENT_EXTRAS, the results file is polled for, pulled,
-checked against run_schema.RUN_FIELDS and turned into the same rows as `exporter bench`.
+checked against protocol.RUN_FIELDS and turned into the same rows as `exporter bench`.
 """
 
 from __future__ import annotations
@@ -18,12 +18,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
-from .adb import Adb
-from .bench import ExportInfo, TestResult, now_rfc3339
+from ..device.adb import Adb
+from ..device.bench import ExportInfo, TestResult, now_rfc3339
+from ..device.protocol import RunSchemaError, validate_run
+from ..device.push import default_remote_dir
+from ..errors import AppError
 from .bundle import APP_PACKAGE, app_versions
-from .errors import AppError
-from .push import default_remote_dir
-from .run_schema import RunSchemaError, validate_run
 
 BENCH_ACTIVITY = ".BenchmarkActivity"
 # Where BenchmarkActivity writes: getExternalFilesDir(null)/bench/<run_id>.json

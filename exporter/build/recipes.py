@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
-from .errors import RecipeError
+from ..errors import RecipeError
 
 
 @dataclass(frozen=True)
@@ -41,7 +41,10 @@ def _granularity(group_size: int):
 
 
 def linear_config(scheme: str, group_size: int):
-    from torchao.quantization.quant_api import Int8DynamicActivationIntxWeightConfig, IntxWeightOnlyConfig
+    from torchao.quantization.quant_api import (
+        Int8DynamicActivationIntxWeightConfig,
+        IntxWeightOnlyConfig,
+    )
 
     bits = {"8da4w": torch.int4, "4w": torch.int4, "8da8w": torch.int8, "8w": torch.int8}.get(scheme)
     if bits is None:

@@ -9,20 +9,20 @@ import traceback
 
 import click
 
-from . import __version__
-from .errors import ExporterError
+from .. import __version__
+from ..errors import ExporterError
 
 # command name -> "module:attribute". Imported lazily so `exporter --help` stays fast
 # (torch and executorch take seconds to import).
 COMMANDS: dict[str, str] = {
-    "devices": ".core_cli:devices",
-    "export": ".core_cli:export_cmd",
-    "verify": ".core_cli:verify_cmd",
-    "bundle": ".app_cli:bundle",
-    "app-bench": ".app_cli:app_bench",
-    "harness": ".harness_cli:harness",
-    "push": ".device_cli:push",
-    "bench": ".device_cli:bench",
+    "devices": ".devices:devices",
+    "export": ".export:export_cmd",
+    "verify": ".export:verify_cmd",
+    "bundle": ".app:bundle",
+    "app-bench": ".app:app_bench",
+    "harness": ".harness:harness",
+    "push": ".phone:push",
+    "bench": ".phone:bench",
 }
 
 

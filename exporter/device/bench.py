@@ -3,7 +3,7 @@
 On a phone: detect it, push the export and the harness (skipping what is already there), pin to the
 profile's performance cores, and for each prompt length run warm-up + repetitions, waiting between runs for
 the CPU to cool below a threshold. CPU frequencies, temperatures and the battery state are recorded beside
-each result. The harness prints one JSON object per run (run_schema.RUN_FIELDS); the stock ExecuTorch
+each result. The harness prints one JSON object per run (protocol.RUN_FIELDS); the stock ExecuTorch
 `llama_main` runner is also accepted and its `PyTorchObserver {...}` line is mapped to the same fields.
 
 Library code: raises typed errors, reports progress through `say`, never prints.
@@ -15,19 +15,34 @@ import json
 import os
 import platform
 import posixpath
-import re
 import shlex
 import statistics
-import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Callable, Sequence
 
-from .adb import Adb, is_standin, split_sections
-from .errors import DeviceError, ExporterError, HarnessError, PartialBenchError, ProfileError
+from ..errors import (
+    DeviceError,
+    ExporterError,
+    HarnessError,
+    PartialBenchError,
+    ProfileError,
+)
+from .adb import Adb, is_standin
+from .protocol import harness_argv, parse_observer, parse_runs
 from .push import push_artifact, push_files, sha256_file
+from .telemetry import (
+    THERMAL_SCRIPT,
+    cpu_temp_c,
+    host_cpu_freqs,
+    host_cpu_name,
+    measure_host_bandwidth,
+    parse_thermal,
+    snapshot,
+    wait_cool,
+)
 
 Say = Callable[[str], None]
 
@@ -159,140 +174,7 @@ def check_harness_binary(path: Path, *, adb: Adb | None = None) -> None:
                            hint="build it with the Android NDK: `exporter harness build --ndk NDK --executorch PREFIX`")
 
 
-# --------------------------------------------------------------------------------------------- phone state
-
-
-SNAPSHOT_SCRIPT = (
-    "echo '@@thermal'; for z in /sys/class/thermal/thermal_zone*; do "
-    "echo \"$(cat $z/type 2>/dev/null) $(cat $z/temp 2>/dev/null)\"; done; "
-    "echo '@@freq'; for d in /sys/devices/system/cpu/cpu[0-9]*; do "
-    "echo \"${d##*/} $(cat $d/cpufreq/scaling_cur_freq 2>/dev/null)\"; done; "
-    "echo '@@battery'; dumpsys battery 2>/dev/null"
-)
-THERMAL_SCRIPT = ("for z in /sys/class/thermal/thermal_zone*; do "
-                  "echo \"$(cat $z/type 2>/dev/null) $(cat $z/temp 2>/dev/null)\"; done")
-_CPU_ZONE = re.compile(r"cpu|big|mid|little|soc|tsens|cluster|apc", re.IGNORECASE)
-
-
-def parse_thermal(lines: Sequence[str]) -> dict[str, float]:
-    """'type temp' lines -> {zone type: degrees C}. Millidegrees are converted; implausible values dropped."""
-    temps: dict[str, float] = {}
-    for line in lines:
-        parts = line.strip().rsplit(None, 1)
-        if len(parts) != 2:
-            continue
-        try:
-            raw = float(parts[1])
-        except ValueError:
-            continue
-        c = raw / 1000.0 if abs(raw) >= 1000 else raw
-        if 0 < c < 150:
-            key, n = parts[0], 1
-            while key in temps:
-                n += 1
-                key = f"{parts[0]}#{n}"
-            temps[key] = c
-    return temps
-
-
-def cpu_temp_c(temps: dict[str, float]) -> float | None:
-    """The hottest CPU/SoC zone (all zones but the battery when none is named like a CPU zone)."""
-    cpu = [t for k, t in temps.items() if _CPU_ZONE.search(k)]
-    if not cpu:
-        cpu = [t for k, t in temps.items() if "batt" not in k.lower()]
-    return max(cpu) if cpu else None
-
-
-def parse_battery(lines: Sequence[str]) -> dict[str, Any]:
-    kv = {}
-    for line in lines:
-        if ":" in line:
-            k, _, v = line.partition(":")
-            kv[k.strip().lower()] = v.strip()
-    if not kv:
-        return {"level": None, "status": None, "plugged": None}
-    status = {"1": "unknown", "2": "charging", "3": "discharging", "4": "not charging", "5": "full"}
-    plugged = [name for name, key in (("ac", "ac powered"), ("usb", "usb powered"), ("wireless", "wireless powered"))
-               if kv.get(key) == "true"]
-    level = kv.get("level")
-    temp = kv.get("temperature")
-    return {"level": int(level) if level and level.isdigit() else None,
-            "status": status.get(kv.get("status", ""), kv.get("status")),
-            "plugged": "+".join(plugged) or "none",
-            "temp_c": int(temp) / 10 if temp and temp.lstrip("-").isdigit() else None}
-
-
-def snapshot(adb: Adb) -> dict[str, Any]:
-    """CPU temperatures, current CPU frequencies and battery, in one shell call."""
-    sec = split_sections(adb.shell(SNAPSHOT_SCRIPT, check=False, action="read temperatures and CPU frequencies").stdout)
-    freqs = {}
-    for line in sec.get("freq", []):
-        m = re.match(r"cpu(\d+)\s+(\d+)", line.strip())
-        if m:
-            freqs[int(m.group(1))] = int(m.group(2))
-    temps = parse_thermal(sec.get("thermal", []))
-    return {"temp_c": cpu_temp_c(temps), "cpu_freq_khz": freqs, "battery": parse_battery(sec.get("battery", []))}
-
-
-def wait_cool(read_temp: Callable[[], float | None], threshold_c: float, timeout_s: float, *,
-              poll_s: float = 2.0, sleep: Callable[[float], None] = time.sleep,
-              clock: Callable[[], float] = time.monotonic) -> dict[str, Any]:
-    """Poll until the CPU is under threshold_c or timeout_s passed; says what happened (never raises)."""
-    temp = read_temp()
-    start = clock()
-    waited = 0.0
-    while temp is not None and temp >= threshold_c and clock() - start < timeout_s:
-        sleep(poll_s)
-        temp = read_temp()
-        waited = clock() - start
-    return {"temp_c": temp, "cooldown_wait_s": round(waited, 1),
-            "cooldown_timed_out": bool(temp is not None and temp >= threshold_c)}
-
-
 # --------------------------------------------------------------------------------------------- runners
-
-
-def parse_observer(text: str) -> dict[str, Any]:
-    """The last `PyTorchObserver {json}` line of llama_main -> the run schema (missing keys -> None)."""
-    stats = None
-    for line in text.splitlines():
-        idx = line.find("PyTorchObserver")
-        if idx >= 0:
-            try:
-                stats = json.loads(line[idx + len("PyTorchObserver"):].strip())
-            except json.JSONDecodeError:
-                continue
-    if stats is None:
-        raise HarnessError("llama_main printed no 'PyTorchObserver {...}' stats line")
-    scale = stats.get("SCALING_FACTOR_UNITS_PER_SECOND") or 1000
-    to_ms = 1000.0 / scale
-
-    def span(a: str, b: str) -> float | None:
-        if stats.get(a) is None or stats.get(b) is None:
-            return None
-        return (stats[b] - stats[a]) * to_ms
-
-    prompt = stats.get("prompt_tokens")
-    gen = stats.get("generated_tokens")
-    prefill_ms = span("inference_start_ms", "prompt_eval_end_ms")
-    decode_ms = span("prompt_eval_end_ms", "inference_end_ms")
-    return {
-        "prompt_tokens": prompt, "gen_tokens": gen,
-        "model_load_ms": span("model_load_start_ms", "model_load_end_ms"),
-        "prefill_ms": prefill_ms,
-        "prefill_tps": prompt / (prefill_ms / 1000) if prompt and prefill_ms else None,
-        "ttft_ms": span("inference_start_ms", "first_token_ms"),
-        "decode_ms": decode_ms,
-        "decode_tps": gen / (decode_ms / 1000) if gen and decode_ms else None,
-        "token_ms_p50": None, "token_ms_p90": None, "token_ms_p99": None, "peak_rss_kb": None,
-        "observer": stats,
-    }
-
-
-def _parse_harness_runs(stdout: str) -> list[dict]:
-    from .harness import parse_runs
-
-    return parse_runs(stdout)
 
 
 def _last_lines(text: str, n: int = 8) -> str:
@@ -320,8 +202,8 @@ def bench_phone(serial: str, info: ExportInfo, spec: BenchSpec, opts: PhoneOptio
                 say: Say | None = None, warn: Say | None = None) -> list[TestResult]:
     """Run every prompt length on one phone. DeviceError (phone gone) propagates; a harness failure for one
     length is recorded on that TestResult; when every length fails, the first HarnessError is raised."""
+    from ..profiles import load_profile
     from .detect import describe
-    from .profiles import load_profile
 
     say = say or (lambda _m: None)
     warn = warn or say
@@ -432,7 +314,7 @@ def _run_length(adb: Adb, rdir: str, remote_bin: str, tokenizer_name: str, plen:
         if spec.runner == "llama_main":
             got = [parse_observer(result.stdout + "\n" + result.stderr)]
         else:
-            got = _parse_harness_runs(result.stdout)
+            got = parse_runs(result.stdout)
         for run in got:
             run = dict(run)
             run["run"] = len(runs)
@@ -451,8 +333,6 @@ def _command(rdir: str, remote_bin: str, tokenizer_name: str, plen: int, spec: B
     binary = posixpath.join(rdir, remote_bin)
     pte = posixpath.join(rdir, "model.pte")
     if spec.runner == "harness":
-        from .harness import harness_argv
-
         argv = harness_argv(binary, pte, prompt_len=plen, gen_len=spec.gen_len, reps=reps, warmup=spec.warmup,
                             threads=threads, cpu_set=cpu_set)
         return f"cd {q(rdir)} && " + " ".join(q(a) for a in argv)
@@ -513,47 +393,6 @@ def bench_host(info: ExportInfo, spec: BenchSpec, *, binary: Path | None = None,
     if first_error is not None and not any(r.ok for r in results):
         raise first_error
     return results
-
-
-def host_cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.lower().startswith(("model name", "hardware")):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
-
-
-def host_cpu_freqs() -> dict[int, int]:
-    out = {}
-    for p in sorted(Path("/sys/devices/system/cpu").glob("cpu[0-9]*/cpufreq/scaling_cur_freq")):
-        try:
-            out[int(p.parent.parent.name[3:])] = int(p.read_text().strip())
-        except (OSError, ValueError):
-            continue
-    return out
-
-
-DEFAULT_HOST_BANDWIDTH_GBPS = 30.0
-
-
-def measure_host_bandwidth(nbytes: int = 64 * 2**20, reps: int = 5) -> tuple[float, str]:
-    """A quick numpy memcpy test (read + write bytes counted). Falls back to 30 GB/s, stated as assumed."""
-    try:
-        import numpy as np
-    except ImportError:
-        return DEFAULT_HOST_BANDWIDTH_GBPS, "host: 30 GB/s assumed (numpy missing, not measured)"
-    a = np.ones(nbytes // 8)
-    b = np.empty_like(a)
-    np.copyto(b, a)
-    best = float("inf")
-    for _ in range(reps):
-        t0 = time.perf_counter()
-        np.copyto(b, a)
-        best = min(best, time.perf_counter() - t0)
-    gbps = 2 * nbytes / best / 1e9
-    return round(gbps, 1), f"host: measured, numpy memcpy of {nbytes // 2**20} MiB (read+write counted)"
 
 
 # --------------------------------------------------------------------------------------------- several phones

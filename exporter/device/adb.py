@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Sequence
 
-from .errors import DeviceError
+from ..errors import DeviceError
 
 # The exit status of the remote command is echoed after this marker: old adb/phones (no shell v2) always
 # return 0 from `adb shell`, and a missing marker tells "the command failed" from "the link died".

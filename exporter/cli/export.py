@@ -1,14 +1,13 @@
-"""`exporter devices`, `exporter export`, `exporter verify`: click wrappers over profiles, export and verify."""
+"""`exporter export` and `exporter verify`: click wrappers over the export pipeline and host verification."""
 
 from __future__ import annotations
 
 import time
-from dataclasses import asdict
 from pathlib import Path
 
 import click
 
-from . import output
+from .. import output
 
 
 def _human_bytes(n: int) -> str:
@@ -36,48 +35,6 @@ class _StageTimer:
         if self.current is not None and not self.quiet:
             output.info(f"  done in {time.perf_counter() - self.last:.1f}s")
         self.current = None
-
-
-@click.command("devices")
-@click.option("--connected", is_flag=True, help="List phones attached over adb with their detected SoC and profile.")
-@click.option("--serial", default=None, help="With --connected: only this phone.")
-@click.option("--adb", "adb_path", default=None, help="adb client to use (default: $EXPORTER_ADB, PATH, adbutils' own).")
-@click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
-def devices(connected: bool, serial: str | None, adb_path: str | None, as_json: bool) -> None:
-    """List the SoC profiles (one line each), or with --connected the phones attached over adb."""
-    if connected:
-        from .detect import connected_rows, describe_connected
-
-        devs = describe_connected(serial, adb_path=adb_path)
-        if as_json:
-            output.print_json([asdict(d) for d in devs])
-            return
-        columns, rows = connected_rows(devs)
-        output.print_table("Connected phones", columns, rows)
-        for dev in devs:
-            for warning in dev.warnings:
-                output.warn(f"{dev.serial}: {warning}")
-        return
-
-    from .profiles import list_profiles
-
-    profiles = list_profiles()
-    if as_json:
-        output.print_json([p.to_dict() for p in profiles])
-        return
-    rows = []
-    for p in profiles:
-        cores = " + ".join(f"{c.count}x {c.core.replace('cortex-', '')}@{c.max_ghz:g}" for c in reversed(p.clusters))
-        rows.append(
-            (p.id, p.name, cores, ",".join(p.isa), f"{p.memory.typical_ram_gb:g} GB {p.memory.lpddr}",
-             f"{p.memory.bandwidth_gbps:g}", p.recipe.label(), f"{p.default_seq_len}/{p.max_seq_len}",
-             f"{p.threads} on {','.join(map(str, p.cpu_set))}")
-        )
-    output.print_table(
-        "Device profiles",
-        ("id", "SoC", "CPU", "ISA", "RAM", "GB/s", "recipe", "ctx default/max", "threads"),
-        rows,
-    )
 
 
 def _export_rows(m: dict) -> list[tuple[str, str]]:
@@ -139,12 +96,13 @@ _chunk_len_option = click.option("--chunk-len", default=256, show_default=True, 
 @click.option("--json", "as_json", is_flag=True, help="Print the manifest (and verification) as JSON.")
 def export_cmd(model, device, output_dir, quant, group_size, embedding_quant, max_seq_len, serial, force, verify, text_file, chunks, chunk_len, as_json):
     """Export a causal LM into an XNNPACK .pte for a phone SoC (model.pte + tokenizer + manifest.json)."""
-    from .artifact import check_output_free
-    from .export import build_plan, run_export
+    from ..artifact import check_output_free
+    from ..build.export import run_export
+    from ..build.plan import build_plan
 
     profile = device
     if device == "auto":
-        from .detect import auto_profile
+        from ..device.detect import auto_profile
 
         profile = auto_profile(serial)
         output.info(f"detected {profile.name} -> profile {profile.id}")
@@ -162,7 +120,7 @@ def export_cmd(model, device, output_dir, quant, group_size, embedding_quant, ma
     timer.finish()
     result = None
     if verify:
-        from .verify import verify_folder
+        from ..verify import verify_folder
 
         result = verify_folder(plan.output, progress=timer, **verify_kwargs).to_dict()
         timer.finish()
@@ -184,7 +142,7 @@ def export_cmd(model, device, output_dir, quant, group_size, embedding_quant, ma
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
 def verify_cmd(folder: Path, text_file, chunks, chunk_len, prefill_len, min_agreement, as_json):
     """Run an export folder's .pte on this machine and compare it with the eager model."""
-    from .verify import verify_folder
+    from ..verify import verify_folder
 
     timer = _StageTimer()
     result = verify_folder(folder, prefill_len=prefill_len, min_agreement=min_agreement, progress=timer,

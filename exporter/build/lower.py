@@ -9,7 +9,7 @@ from typing import Callable, Iterator
 
 import torch
 
-from .errors import ExportError
+from ..errors import ExportError
 
 
 @dataclass(frozen=True)
@@ -113,10 +113,18 @@ def _decoder_xnnpack_passes() -> Iterator[None]:
 def lower_to_executorch(
     program: torch.export.ExportedProgram, metadata: dict, progress: Callable[[str], None] = lambda s: None
 ) -> LoweredProgram:
-    from executorch.backends.xnnpack.partition.xnnpack_partitioner import XnnpackPartitioner
-    from executorch.exir import EdgeCompileConfig, ExecutorchBackendConfig, to_edge_transform_and_lower
+    from executorch.backends.xnnpack.partition.xnnpack_partitioner import (
+        XnnpackPartitioner,
+    )
+    from executorch.exir import (
+        EdgeCompileConfig,
+        ExecutorchBackendConfig,
+        to_edge_transform_and_lower,
+    )
     from executorch.exir.passes import MemoryPlanningPass
-    from executorch.exir.passes.sym_shape_eval_pass import ConstraintBasedSymShapeEvalPass
+    from executorch.exir.passes.sym_shape_eval_pass import (
+        ConstraintBasedSymShapeEvalPass,
+    )
 
     t0 = time.perf_counter()
     progress("lowering to ExecuTorch with the XNNPACK delegate")

@@ -1,6 +1,6 @@
 """The native latency harness (native/latency_main.cpp): build it with CMake, run it, parse its JSON lines.
 
-The harness prints one JSON object per measured run on stdout (fields: run_schema.RUN_FIELDS, plus provenance
+The harness prints one JSON object per measured run on stdout (fields: protocol.RUN_FIELDS, plus provenance
 keys); everything else it says goes to stderr. Builds are cached: a build directory is reused as long as the
 sources and the build inputs (runtime, interpreter, executorch version, NDK, prefix) are unchanged.
 """
@@ -8,7 +8,6 @@ sources and the build inputs (runtime, interpreter, executorch version, NDK, pre
 from __future__ import annotations
 
 import hashlib
-import json
 import re
 import shutil
 import subprocess
@@ -16,10 +15,10 @@ import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from .errors import HarnessError
-from .run_schema import RunSchemaError, validate_run
+from ..errors import HarnessError
+from .protocol import harness_argv, parse_runs
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
+REPO_ROOT = Path(__file__).resolve().parents[2]
 NATIVE_DIR = REPO_ROOT / "native"
 SOURCES = ("CMakeLists.txt", "latency_main.cpp")
 BINARY_NAME = "latency_main"
@@ -67,48 +66,6 @@ def build_android(
         "-DCMAKE_BUILD_TYPE=Release",
     ]
     return _build(build_dir, cache_args, jobs=jobs, progress=progress, extra_key="")
-
-
-def harness_argv(
-    binary: str,
-    pte: str,
-    *,
-    prompt_len: int,
-    gen_len: int,
-    reps: int,
-    warmup: int,
-    threads: int,
-    cpu_set: Sequence[int] = (),
-) -> list[str]:
-    """The command line of one harness invocation (also used on the phone through adb shell)."""
-    argv = [
-        str(binary), "--pte", str(pte),
-        "--prompt-len", str(int(prompt_len)), "--gen-len", str(int(gen_len)),
-        "--reps", str(int(reps)), "--warmup", str(int(warmup)), "--threads", str(int(threads)),
-    ]
-    if cpu_set:
-        argv += ["--cpu-set", ",".join(str(int(c)) for c in cpu_set)]
-    return argv
-
-
-def parse_runs(stdout: str) -> list[dict]:
-    """The harness's JSON lines as validated run dicts; other lines are ignored. Raises if there is none."""
-    runs = []
-    for number, line in enumerate(stdout.splitlines(), 1):
-        line = line.strip()
-        if not line.startswith("{"):
-            continue
-        try:
-            obj = json.loads(line)
-        except json.JSONDecodeError:
-            continue
-        try:
-            runs.append(validate_run(obj))
-        except RunSchemaError as err:
-            raise HarnessError(f"harness output line {number} is not a valid run: {err}") from err
-    if not runs:
-        raise HarnessError("the harness printed no run", hint=f"its output began with: {stdout[:300]!r}")
-    return runs
 
 
 def run_host(

@@ -18,8 +18,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Sequence
 
+from ..errors import DeviceError, ExporterError
 from .adb import Adb, Progress
-from .errors import DeviceError, ExporterError
 
 REMOTE_BASE = "/data/local/tmp"
 PARTIAL = ".partial"

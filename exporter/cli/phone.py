@@ -1,13 +1,12 @@
-"""`exporter push`, `exporter bench` and the connected-phones table used by `exporter devices --connected`."""
+"""`exporter push` and `exporter bench`: an export folder onto phones, and its latency measured there."""
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import click
 
-from . import output
+from .. import output
 
 ADB_OPTION = click.option("--adb", "adb_path", type=click.Path(dir_okay=False, path_type=Path),
                           help="adb client to run (default: $EXPORTER_ADB, else adb on PATH, else the adbutils one).")
@@ -21,20 +20,6 @@ def _int_list(value: str) -> tuple[int, ...]:
     if not out:
         raise click.BadParameter("give at least one prompt length")
     return out
-
-
-def show_connected(serial: str | None = None, adb_path: str | os.PathLike | None = None, as_json: bool = False) -> None:
-    """Print every connected phone with what detection found (for `exporter devices --connected`)."""
-    from .detect import connected_rows, describe_connected
-
-    devs = describe_connected(serial, adb_path)
-    if as_json:
-        output.print_json([d.to_dict() for d in devs])
-        return
-    if not devs:
-        output.info("no phone connected (adb devices -l shows none)")
-    columns, rows = connected_rows(devs)
-    output.print_table("connected phones", columns, rows)
 
 
 def _progress_printer():
@@ -57,8 +42,8 @@ def _progress_printer():
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
 def push(folder: Path, serial: str | None, remote_dir: str | None, adb_path: Path | None, as_json: bool) -> None:
     """Copy an export folder to a phone; files already there (same sha256) are skipped, so re-running resumes."""
-    from .adb import Adb, pick_serials
-    from .push import push_artifact
+    from ..device.adb import Adb, pick_serials
+    from ..device.push import push_artifact
 
     chosen = pick_serials([serial] if serial else [], adb_path=adb_path)[0]
     result = push_artifact(Adb(chosen, adb_path), folder, remote_dir, progress=_progress_printer(),
@@ -105,9 +90,15 @@ def bench(folder: Path, serials: tuple[str, ...], all_devices: bool, host: bool,
           host_bandwidth_gbps: float | None, adb_path: Path | None, as_json: bool, csv_path: Path | None,
           out_dir: Path | None) -> None:
     """Measure prefill and decode tokens/s of an export folder on phones (or on this machine with --host)."""
-    from .adb import pick_serials
-    from .bench import BenchSpec, ExportInfo, PhoneOptions, raise_for_failures, run_bench
-    from .report import build_rows, to_csv, to_json, to_markdown, write_report
+    from ..device.adb import pick_serials
+    from ..device.bench import (
+        BenchSpec,
+        ExportInfo,
+        PhoneOptions,
+        raise_for_failures,
+        run_bench,
+    )
+    from ..report import build_rows, to_csv, to_json, to_markdown, write_report
 
     if host and (serials or all_devices):
         raise click.UsageError("--host runs on this machine: drop --serial/--all")

@@ -6,8 +6,8 @@ from pathlib import Path
 
 import click
 
-from . import output
-from .errors import HarnessError
+from .. import output
+from ..errors import HarnessError
 
 
 @click.group()
@@ -25,7 +25,7 @@ def harness() -> None:
 @click.option("-j", "--jobs", type=click.IntRange(min=1), default=2, show_default=True, help="Parallel compile jobs.")
 def build(ndk: Path | None, executorch_prefix: Path | None, build_dir: Path | None, jobs: int) -> None:
     """Build the harness for this machine, or for Android with --ndk and --executorch; print the binary's path."""
-    from .harness import build_android, build_host
+    from ..device.harness import build_android, build_host
 
     if (ndk is None) != (executorch_prefix is None):
         raise HarnessError("--ndk and --executorch go together", hint="omit both to build for this machine")

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from . import output
+from .. import output
 
 _EXPORT_DIR = click.Path(exists=True, file_okay=False, path_type=Path)
 
@@ -28,7 +28,7 @@ _EXPORT_DIR = click.Path(exists=True, file_okay=False, path_type=Path)
 def bundle(export_dir: Path, app_dir: Path, force: bool, embed_model: bool, remote_dir: str | None,
            temperature: float, max_new_tokens: int, no_chat_template: bool, as_json: bool) -> None:
     """Write a ready Gradle project of the Android demo app with EXPORT_DIR's model wired in."""
-    from .bundle import CONFIG_ASSET, bundle_app
+    from ..app.bundle import CONFIG_ASSET, bundle_app
 
     result = bundle_app(export_dir, app_dir, force=force, embed_model=embed_model, remote_dir=remote_dir,
                         temperature=temperature, max_new_tokens=max_new_tokens,
@@ -71,10 +71,10 @@ def bundle(export_dir: Path, app_dir: Path, force: bool, embed_model: bool, remo
 def app_bench(export_dir: Path, serial: str | None, adb_path: Path | None, prompt_len: int, prompt: str | None,
               gen_len: int, reps: int, warmup: int, remote_dir: str | None, timeout_s: float, as_json: bool) -> None:
     """Run the demo app's benchmark activity on a phone and report it like `exporter bench`."""
-    from .adb import Adb, pick_serials
-    from .app_bench import run_app_bench
-    from .bench import ExportInfo
-    from .report import build_rows, to_json, to_markdown
+    from ..app.bench import run_app_bench
+    from ..device.adb import Adb, pick_serials
+    from ..device.bench import ExportInfo
+    from ..report import build_rows, to_json, to_markdown
 
     chosen = pick_serials((serial,) if serial else (), adb_path=adb_path)[0]
     adb = Adb(chosen, adb_path)

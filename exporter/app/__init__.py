@@ -1,0 +1,1 @@
+"""The Android demo app: bundling an export into the Gradle project, and its adb-driven benchmark."""

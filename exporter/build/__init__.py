@@ -1,0 +1,1 @@
+"""Building a .pte: model source, export plan, static-cache decoder, quantization recipes, lowering, pipeline."""

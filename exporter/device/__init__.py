@@ -1,0 +1,1 @@
+"""Talking to phones and running the latency harness: adb, detection, push, telemetry, harness, bench."""
