@@ -1,31 +1,30 @@
 """Device profiles: `device_profiles/*.yaml` -> frozen `DeviceProfile` values.
 
-One YAML file per phone SoC. A file may `extends:` another profile (an id, or a path relative to the file);
-the parent is deep-merged under the child (mappings merge key by key, scalars and lists replace). Every key is
-checked against a fixed schema: an unknown key is an error naming the file, the dotted field path and the
-closest valid key. Library code only raises (`ProfileError`, `RecipeError`); it never prints.
+One YAML file per phone SoC, described once as pydantic models (`DeviceProfile` and its parts), which also give
+the JSON Schema editors use (`docs/schemas/profile.schema.json`). On top of the models: a file may `extends:`
+another profile (an id, or a path relative to the file) whose data is deep-merged under it (mappings merge key
+by key, scalars and lists replace); unknown keys are reported with the closest valid key; every message names
+the profile, its file and the field path. A profile is input: malformed, hostile or huge YAML ends in a
+ProfileError, never a traceback. Library code only raises (`ProfileError`, `RecipeError`); it never prints.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import difflib
 import os
-import re
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable
 
 import yaml
+from pydantic import (Field, PrivateAttr, ValidationError, ValidationInfo, field_serializer, field_validator,
+                      model_validator)
 
+from .build.recipes import Recipe
 from .errors import ProfileError, RecipeError
+from .schema import (Int, Model, NonEmptyStr, Number, describe_error, did_you_mean, file_schema, first_problem,
+                     keys_at)
 
 SCHEMA_VERSION = 1
-
-LINEAR_SCHEMES = ("8da4w", "8da8w", "4w", "8w", "none")
-EMBEDDING_SCHEMES = ("4w", "8w", "none")
-OUTPUT_MODES = ("linear", "8w", "none")
-GROUP_SIZES_4BIT = (0, 32, 64, 128, 256)  # 0 = per-channel (linear) / per-row (embedding)
 
 ISA_FEATURES = ("asimd", "dotprod", "i8mm", "bf16", "sve", "sve2", "sme")
 # our feature name -> the flag the Linux kernel prints on the "Features" line of /proc/cpuinfo
@@ -57,140 +56,176 @@ KNOWN_CORE_PARTS = {
 }
 
 ABSTRACT_KEY = "abstract"
-_ID_RE = re.compile(r"^[a-z0-9][a-z0-9_.-]*$")
+EXTENDS_KEY = "extends"
 _PROFILE_SUFFIXES = (".yaml", ".yml")
+# Bounds on what a profile file may be: real ones are ~2 KB and 4 levels deep.
+MAX_FILE_BYTES = 1 << 20
+MAX_DEPTH = 32
+MAX_NODES = 100_000
+MAX_EXTENDS = 16
 
 
-# --------------------------------------------------------------------------------------------------- values
+# --------------------------------------------------------------------------------------------------- models
 
 
-def _is_4bit(scheme: str) -> bool:
-    return scheme.endswith("4w")
-
-
-def _check_group(field_name: str, scheme: str, kind: str, value: int) -> None:
-    if scheme != "none" and _is_4bit(scheme):
-        if value not in GROUP_SIZES_4BIT:
-            choices = ", ".join(str(g) for g in GROUP_SIZES_4BIT)
-            raise RecipeError(
-                f"{field_name}: {value} is not valid for {kind} scheme {scheme} (choose one of {choices}; 0 = per-channel)"
-            )
-    elif value != 0:
-        raise RecipeError(
-            f"{field_name}: {value} is not valid for {kind} scheme {scheme}: "
-            f"{'8-bit schemes are always per-channel' if scheme != 'none' else 'nothing is quantized'}, set {field_name}: 0"
-        )
-
-
-@dataclass(frozen=True)
-class Recipe:
-    """How a model is quantized for a device. Validated on construction (raises RecipeError)."""
-
-    linear: str
-    group_size: int
-    embedding: str
-    embedding_group_size: int
-    output: str
-
-    def __post_init__(self) -> None:
-        for name in ("linear", "embedding", "output"):
-            if not isinstance(getattr(self, name), str):
-                raise RecipeError(f"recipe.{name}: expected a string, got {type(getattr(self, name)).__name__}")
-        for name in ("group_size", "embedding_group_size"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int):
-                raise RecipeError(f"recipe.{name}: expected an integer, got {type(value).__name__}")
-        _check_choice("recipe.linear", self.linear, LINEAR_SCHEMES, RecipeError)
-        _check_choice("recipe.embedding", self.embedding, EMBEDDING_SCHEMES, RecipeError)
-        _check_choice("recipe.output", self.output, OUTPUT_MODES, RecipeError)
-        _check_group("recipe.group_size", self.linear, "linear", self.group_size)
-        _check_group("recipe.embedding_group_size", self.embedding, "embedding", self.embedding_group_size)
-
-    def label(self) -> str:
-        """Short, stable name: `8da4w-g32+emb4w-g32`, `8da8w+emb8w+out8w`, `none+outnone`.
-
-        4-bit schemes carry `-g<N>` (`-pc` for per-channel, group 0); 8-bit schemes are always per-channel and carry
-        nothing. The embedding part is left out when the embedding stays float; the output part is added only when
-        the lm_head is not treated like the other linears.
-        """
-        parts = [_scheme_label(self.linear, self.group_size)]
-        if self.embedding != "none":
-            parts.append("emb" + _scheme_label(self.embedding, self.embedding_group_size))
-        if self.output != "linear":
-            parts.append("out" + self.output)
-        return "+".join(parts)
-
-    def replace_checked(self, **overrides: Any) -> "Recipe":
-        """A copy with `overrides` applied and validated (RecipeError on an unknown field or a bad value).
-
-        Convenience: switching `linear` (or `embedding`) to an 8-bit scheme or `none` without also giving its group
-        size sets that group size to 0, since those schemes only allow 0.
-        """
-        names = [f.name for f in dataclasses.fields(self)]
-        for key in overrides:
-            if key not in names:
-                raise RecipeError(f"unknown recipe field '{key}'{_did_you_mean(key, names)}", hint=f"fields: {', '.join(names)}")
-        for scheme_key, group_key in (("linear", "group_size"), ("embedding", "embedding_group_size")):
-            scheme = overrides.get(scheme_key)
-            if isinstance(scheme, str) and group_key not in overrides and not _is_4bit(scheme):
-                overrides[group_key] = 0
-        return dataclasses.replace(self, **overrides)
-
-    def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
-
-
-def _scheme_label(scheme: str, group: int) -> str:
-    if scheme == "none" or not _is_4bit(scheme):
-        return scheme
-    return f"{scheme}-g{group}" if group else f"{scheme}-pc"
-
-
-@dataclass(frozen=True)
-class Cluster:
+class Cluster(Model):
     """Identical cores, in the kernel's cpu numbering order (little cores first on these phones)."""
 
-    core: str
-    count: int
-    max_ghz: float
-    part: int  # MIDR "CPU part" from /proc/cpuinfo, as an int (0xd82 for Cortex-X4)
+    core: NonEmptyStr = Field(description="core name, e.g. cortex-x4 (lowercase)")
+    count: Int = Field(ge=1, description="cores in this cluster")
+    max_ghz: Number = Field(gt=0, lt=10, description="highest clock, GHz")
+    part: int = Field(ge=0, le=0xFFF, description='MIDR "CPU part" from /proc/cpuinfo, e.g. 0xd82 for Cortex-X4')
+
+    @field_validator("part", mode="before")
+    @classmethod
+    def _part(cls, v: Any) -> Any:
+        if isinstance(v, bool) or not isinstance(v, (int, str)):
+            raise ValueError(f"expected an integer like 0xd82, got {v!r}")
+        if isinstance(v, str):
+            try:
+                return int(v, 0)
+            except ValueError:
+                raise ValueError(f"expected an integer like 0xd82, got {v!r}") from None
+        return v
+
+    @field_serializer("part", when_used="json")
+    def _part_hex(self, v: int) -> str:
+        return f"0x{v:03x}"  # as /proc/cpuinfo prints it
+
+    @field_validator("part")
+    @classmethod
+    def _known_part(cls, v: int, info: ValidationInfo) -> int:
+        core = info.data.get("core")
+        known = KNOWN_CORE_PARTS.get(core) if isinstance(core, str) else None
+        if known is not None and known != v:
+            raise ValueError(f"{core} has MIDR part {known:#05x}, not {v:#05x}")
+        return v
 
 
-@dataclass(frozen=True)
-class Detect:
+class Detect(Model):
     """getprop values that identify the SoC; a phone matches when any listed value equals its property."""
 
-    soc_model: tuple[str, ...]  # ro.soc.model
-    board_platform: tuple[str, ...]  # ro.board.platform
-    hardware: tuple[str, ...]  # ro.hardware
+    soc_model: tuple[NonEmptyStr, ...] = Field((), description="ro.soc.model values (Android 12+)")
+    board_platform: tuple[NonEmptyStr, ...] = Field((), description="ro.board.platform values")
+    hardware: tuple[NonEmptyStr, ...] = Field((), description="ro.hardware values")
+
+    @field_validator("soc_model", "board_platform", "hardware", mode="before")
+    @classmethod
+    def _none_is_empty(cls, v: Any) -> Any:
+        return () if v is None else v
 
 
-@dataclass(frozen=True)
-class Memory:
-    typical_ram_gb: float
-    lpddr: str
-    bandwidth_gbps: float  # peak DRAM bandwidth, GB/s
+class Cpu(Model):
+    clusters: tuple[Cluster, ...] = Field(min_length=1, description="clusters in cpu id order")
+    isa: tuple[NonEmptyStr, ...] = Field(description=f"features every core reports: {', '.join(ISA_FEATURES)}")
+
+    @field_validator("isa")
+    @classmethod
+    def _isa(cls, v: tuple[str, ...]) -> tuple[str, ...]:
+        for feature in v:
+            if feature not in ISA_FEATURES:
+                raise ValueError(f"unknown feature '{feature}'{did_you_mean(feature, ISA_FEATURES)} (known: "
+                                 f"{', '.join(ISA_FEATURES)}; our names, /proc/cpuinfo calls dotprod 'asimddp')")
+        if len(set(v)) != len(v):
+            raise ValueError(f"duplicate features in {list(v)}")
+        return v
 
 
-@dataclass(frozen=True)
-class DeviceProfile:
-    id: str
-    vendor: str
-    name: str
-    detect: Detect
-    clusters: tuple[Cluster, ...]
-    isa: tuple[str, ...]
+class Memory(Model):
+    typical_ram_gb: Number = Field(gt=0, description="RAM of the common configuration, GB")
+    lpddr: NonEmptyStr = Field(description="memory type, e.g. LPDDR5X")
+    bandwidth_gbps: Number = Field(gt=0, description="peak DRAM bandwidth, GB/s")
+
+
+class Context(Model):
+    default: Int = Field(ge=1, description="context length `exporter export` bakes in by default")
+    max: Int = Field(ge=1, description="largest context this RAM class allows")
+
+    @model_validator(mode="after")
+    def _order(self) -> "Context":
+        if self.default > self.max:
+            raise ValueError(f"field 'context.default': {self.default} is larger than context.max ({self.max})")
+        return self
+
+
+class Runtime(Model):
+    threads: Int = Field(ge=1, description="runtime worker threads")
+    cpu_set: tuple[Int, ...] = Field(min_length=1, description="cpu ids to pin to (the performance cores)")
+
+
+class DeviceProfile(Model):
+    """One phone SoC: how to recognise it, its CPU and memory, and how to export for it."""
+
+    schema_version: int = Field(description=f"always {SCHEMA_VERSION}")
+    id: str = Field(pattern=r"^[a-z0-9][a-z0-9_.-]*$", description="lowercase part number, e.g. sm8650")
+    vendor: NonEmptyStr
+    name: NonEmptyStr
+    detect: Detect = Detect()
+    cpu: Cpu
     memory: Memory
     recipe: Recipe
-    default_seq_len: int
-    max_seq_len: int
-    threads: int
-    cpu_set: tuple[int, ...]
-    source: str  # path of the YAML file it was loaded from
+    context: Context
+    runtime: Runtime
+    _source: str = PrivateAttr(default="")
+
+    @field_validator("schema_version", mode="before")
+    @classmethod
+    def _version(cls, v: Any) -> Any:
+        if v != SCHEMA_VERSION or isinstance(v, bool):
+            raise ValueError(f"schema_version {v!r} is not supported (this exporter reads schema_version "
+                             f"{SCHEMA_VERSION})")
+        return v
+
+    @model_validator(mode="after")
+    def _runtime_fits_cpu(self) -> "DeviceProfile":
+        total = self.total_cores
+        threads, cpu_set = self.runtime.threads, list(self.runtime.cpu_set)
+        if not 1 <= threads <= total:
+            raise ValueError(f"field 'runtime.threads': {threads} is outside 1..{total} (the clusters list {total} cores)")
+        dupes = sorted({c for c in cpu_set if cpu_set.count(c) > 1})
+        if dupes:
+            raise ValueError(f"field 'runtime.cpu_set': cpu ids listed twice: {dupes}")
+        missing = [c for c in cpu_set if not 0 <= c < total]
+        if missing:
+            raise ValueError(f"field 'runtime.cpu_set': cpu ids {missing} do not exist (cpus are 0..{total - 1})")
+        if len(cpu_set) < threads:
+            raise ValueError(f"field 'runtime.cpu_set': {len(cpu_set)} cpus for {threads} threads "
+                             "(list at least as many cpus as threads)")
+        return self
+
+    # The names the rest of exporter reads.
+    @property
+    def source(self) -> str:
+        """Path of the YAML file it was loaded from."""
+        return self._source
+
+    @property
+    def clusters(self) -> tuple[Cluster, ...]:
+        return self.cpu.clusters
+
+    @property
+    def isa(self) -> tuple[str, ...]:
+        return self.cpu.isa
+
+    @property
+    def default_seq_len(self) -> int:
+        return self.context.default
+
+    @property
+    def max_seq_len(self) -> int:
+        return self.context.max
+
+    @property
+    def threads(self) -> int:
+        return self.runtime.threads
+
+    @property
+    def cpu_set(self) -> tuple[int, ...]:
+        return self.runtime.cpu_set
 
     @property
     def total_cores(self) -> int:
-        return sum(c.count for c in self.clusters)
+        return sum(c.count for c in self.cpu.clusters)
 
     def cluster_cpus(self) -> list[tuple[int, ...]]:
         """CPU ids of each cluster, following the order clusters are listed in (the kernel's numbering)."""
@@ -201,11 +236,22 @@ class DeviceProfile:
         return out
 
     def to_dict(self) -> dict[str, Any]:
-        """JSON-ready view (for manifests and `--json`)."""
-        d = dataclasses.asdict(self)
-        d["total_cores"] = self.total_cores
-        d["recipe_label"] = self.recipe.label()
+        """JSON-ready view (for manifests and `--json`): the file's fields plus derived ones."""
+        d = self.model_dump(mode="json")
+        d.update(source=self.source, total_cores=self.total_cores, recipe_label=self.recipe.label())
         return d
+
+
+def profile_json_schema() -> dict[str, Any]:
+    """JSON Schema of a profile FILE: every field optional (a file that `extends` another holds only what it
+    overrides), unknown keys and wrong types flagged. docs/schemas/profile.schema.json is this, written out."""
+    return file_schema(
+        DeviceProfile, title="exporter device profile", partial=True,
+        extra_properties={
+            EXTENDS_KEY: {"type": "string", "description": "profile id or path this one overrides (deep merge)"},
+            ABSTRACT_KEY: {"type": "boolean", "description": "shared defaults, not a device (base.yaml)"},
+        },
+    )
 
 
 def isa_from_cpuinfo(flags: Iterable[str]) -> tuple[str, ...]:
@@ -214,83 +260,7 @@ def isa_from_cpuinfo(flags: Iterable[str]) -> tuple[str, ...]:
     return tuple(f for f in ISA_FEATURES if CPUINFO_FLAG[f] in have)
 
 
-# --------------------------------------------------------------------------------------------------- schema
-
-# Each leaf: (type name, required). Types: str, int, float, bool, str_list, int_list, isa_list, clusters.
-_SCHEMA: dict[str, Any] = {
-    "schema_version": ("int", True),
-    "extends": ("str", False),
-    ABSTRACT_KEY: ("bool", False),
-    "id": ("str", True),
-    "vendor": ("str", True),
-    "name": ("str", True),
-    "detect": {
-        "soc_model": ("str_list", False),
-        "board_platform": ("str_list", False),
-        "hardware": ("str_list", False),
-    },
-    "cpu": {
-        "clusters": ("clusters", True),
-        "isa": ("isa_list", True),
-    },
-    "memory": {
-        "typical_ram_gb": ("float", True),
-        "lpddr": ("str", True),
-        "bandwidth_gbps": ("float", True),
-    },
-    "recipe": {
-        "linear": ("str", True),
-        "group_size": ("int", True),
-        "embedding": ("str", True),
-        "embedding_group_size": ("int", True),
-        "output": ("str", True),
-    },
-    "context": {
-        "default": ("int", True),
-        "max": ("int", True),
-    },
-    "runtime": {
-        "threads": ("int", True),
-        "cpu_set": ("int_list", True),
-    },
-}
-_CLUSTER_SCHEMA = {"core": ("str", True), "count": ("int", True), "max_ghz": ("float", True), "part": ("part", True)}
-
-_TYPE_WORDS = {
-    "str": "a string",
-    "int": "an integer",
-    "float": "a number",
-    "bool": "true or false",
-    "str_list": "a list of strings",
-    "int_list": "a list of integers",
-    "isa_list": "a list of ISA feature names",
-    "clusters": "a list of clusters ({core, count, max_ghz, part})",
-    "part": "an integer like 0xd82",
-    "mapping": "a mapping",
-}
-
-
-def _yaml_type(value: Any) -> str:
-    if value is None:
-        return "nothing (null)"
-    return {dict: "a mapping", list: "a list", str: "a string", bool: "a boolean", int: "an integer", float: "a number"}.get(
-        type(value), type(value).__name__
-    )
-
-
-class _Ctx:
-    """Names the profile and its file in every message."""
-
-    def __init__(self, path: Path, pid: str | None = None):
-        self.path = path
-        self.pid = pid
-
-    def where(self) -> str:
-        shown = _display_path(self.path)
-        return f"profile {self.pid} ({shown})" if self.pid else f"profile file {shown}"
-
-    def error(self, message: str, hint: str | None = None, cls: type = ProfileError) -> Exception:
-        return cls(f"{self.where()}: {message}", hint=hint)
+# --------------------------------------------------------------------------------------------------- reading
 
 
 def _display_path(path: Path) -> str:
@@ -301,146 +271,76 @@ def _display_path(path: Path) -> str:
     return str(path) if rel.startswith("..") else rel
 
 
-def _did_you_mean(word: str, choices: Iterable[str]) -> str:
-    close = difflib.get_close_matches(word, list(choices), n=1, cutoff=0.5)
-    return f" (did you mean '{close[0]}'?)" if close else ""
+def _where(path: Path, pid: Any) -> str:
+    shown = _display_path(path)
+    return f"profile {pid} ({shown})" if isinstance(pid, str) and pid else f"profile file {shown}"
 
 
-def _check_choice(field_path: str, value: str, choices: tuple[str, ...], cls: type) -> None:
-    if value not in choices:
-        raise cls(f"{field_path}: '{value}' is not one of {', '.join(choices)}{_did_you_mean(value, choices)}")
+class _SafeLoader(yaml.SafeLoader):
+    """SafeLoader that refuses duplicate keys (PyYAML silently keeps the last) and keys that are not strings."""
 
 
-def _check_keys(ctx: _Ctx, data: dict, schema: dict, prefix: str) -> None:
-    """Reject unknown keys anywhere in `data` (before merging, so the message names the file that has the typo)."""
-    for key, value in data.items():
-        path = f"{prefix}{key}"
-        if not isinstance(key, str) or key not in schema:
-            hint = f"valid keys{' under ' + prefix[:-1] if prefix else ''}: {', '.join(schema)}"
-            raise ctx.error(f"unknown key '{path}'{_did_you_mean(str(key), schema)}", hint=hint)
-        spec = schema[key]
-        if isinstance(spec, dict):
-            if not isinstance(value, dict):
-                raise ctx.error(f"field '{path}': expected a mapping, got {_yaml_type(value)}")
-            _check_keys(ctx, value, spec, path + ".")
-        elif spec[0] == "clusters" and isinstance(value, list):
-            for i, item in enumerate(value):
-                if not isinstance(item, dict):
-                    raise ctx.error(f"field '{path}[{i}]': expected a mapping ({{core, count, max_ghz, part}}), got {_yaml_type(item)}")
-                _check_keys(ctx, item, _CLUSTER_SCHEMA, f"{path}[{i}].")
-
-
-def _typed(ctx: _Ctx, path: str, kind: str, value: Any) -> Any:
-    """Check `value` against `kind` and convert it (lists -> tuples, int -> float for numbers)."""
-
-    def bad() -> Exception:
-        return ctx.error(f"field '{path}': expected {_TYPE_WORDS[kind]}, got {_yaml_type(value)} ({value!r})")
-
-    if kind == "str":
-        if not isinstance(value, str) or not value.strip():
-            raise bad()
-        return value
-    if kind == "bool":
-        if not isinstance(value, bool):
-            raise bad()
-        return value
-    if kind == "int":
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise bad()
-        return value
-    if kind == "float":
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise bad()
-        return float(value)
-    if kind == "part":
-        if isinstance(value, str):
-            try:
-                return int(value, 0)
-            except ValueError:
-                raise bad() from None
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise bad()
-        return value
-    if kind in ("str_list", "isa_list"):
-        if value is None:
-            return ()
-        if not isinstance(value, list) or not all(isinstance(v, str) and v for v in value):
-            raise bad()
-        return tuple(value)
-    if kind == "int_list":
-        if not isinstance(value, list) or not all(isinstance(v, int) and not isinstance(v, bool) for v in value):
-            raise bad()
-        return tuple(value)
-    if kind == "clusters":
-        if not isinstance(value, list) or not value:
-            raise bad()
-        return value
-    raise ValueError(f"internal: unknown schema type {kind}")  # pragma: no cover
-
-
-def _get(ctx: _Ctx, data: dict, dotted: str, default: Any = ...) -> Any:
-    schema: Any = _SCHEMA
-    node: Any = data
-    parts = dotted.split(".")
-    for part in parts:
-        schema = schema[part]
-        if not isinstance(node, dict) or node.get(part) is None:
-            if default is not ...:
-                return default
-            raise ctx.error(f"missing required field '{dotted}'", hint=f"add `{_yaml_snippet(dotted)}` to the profile")
-        node = node[part]
-    return _typed(ctx, dotted, schema[0], node)
-
-
-def _yaml_snippet(dotted: str) -> str:
-    parts = dotted.split(".")
-    return ": {".join(parts) + ": ..." + "}" * (len(parts) - 1)
-
-
-# --------------------------------------------------------------------------------------------------- loading
-
-
-class _DupKeyLoader(yaml.SafeLoader):
-    """SafeLoader that refuses duplicate mapping keys (PyYAML silently keeps the last one)."""
-
-
-def _construct_mapping(loader: _DupKeyLoader, node: yaml.MappingNode, deep: bool = False) -> dict:
-    seen: dict[Any, Any] = {}
+def _construct_mapping(loader: _SafeLoader, node: yaml.MappingNode, deep: bool = False) -> dict:
+    seen: set[str] = set()
     for key_node, _ in node.value:
         key = loader.construct_object(key_node, deep=deep)
+        if not isinstance(key, str):
+            raise yaml.constructor.ConstructorError(
+                "while constructing a mapping", node.start_mark,
+                f"keys must be strings, found {type(key).__name__} {str(key)[:40]!r}", key_node.start_mark)
         if key in seen:
             raise yaml.constructor.ConstructorError(
-                "while constructing a mapping", node.start_mark, f"found duplicate key '{key}'", key_node.start_mark
-            )
-        seen[key] = True
+                "while constructing a mapping", node.start_mark, f"found duplicate key '{key}'", key_node.start_mark)
+        seen.add(key)
     return loader.construct_mapping(node, deep=deep)
 
 
-_DupKeyLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_mapping)
+_SafeLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_mapping)
+
+
+def _check_size(data: Any, fail) -> None:
+    """Refuse documents deeper or larger than any profile (aliases can make a small file enormous)."""
+    stack: list[tuple[Any, int]] = [(data, 1)]
+    nodes = 0
+    while stack:
+        node, depth = stack.pop()
+        nodes += 1
+        if depth > MAX_DEPTH:
+            raise fail(f"nested more than {MAX_DEPTH} levels deep")
+        if nodes > MAX_NODES:
+            raise fail(f"more than {MAX_NODES} values (a profile holds a few dozen)")
+        if isinstance(node, dict):
+            stack.extend((v, depth + 1) for v in node.values())
+        elif isinstance(node, list):
+            stack.extend((v, depth + 1) for v in node)
 
 
 def _read_yaml(path: Path) -> dict:
-    ctx = _Ctx(path)
+    def fail(message: str, hint: str | None = None) -> ProfileError:
+        return ProfileError(f"{_where(path, None)}: {message}", hint=hint)
+
     try:
+        if path.stat().st_size > MAX_FILE_BYTES:
+            raise fail(f"larger than {MAX_FILE_BYTES // 1024} KiB; a profile is a few KB")
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
         raise ProfileError(f"profile file not found: {_display_path(path)}") from None
     except (OSError, UnicodeDecodeError) as err:
-        raise ctx.error(f"cannot read: {err}") from err
+        raise fail(f"cannot read: {err}") from None
     try:
-        data = yaml.load(text, Loader=_DupKeyLoader)  # noqa: S506 - SafeLoader subclass
+        data = yaml.load(text, Loader=_SafeLoader)  # noqa: S506 - SafeLoader subclass
+    except RecursionError:
+        raise fail(f"nested more than {MAX_DEPTH} levels deep") from None
     except yaml.YAMLError as err:
         mark = getattr(err, "problem_mark", None) or getattr(err, "context_mark", None)
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
         problem = getattr(err, "problem", None) or str(err)
-        raise ctx.error(f"malformed YAML{where}: {problem}") from err
+        raise fail(f"malformed YAML{where}: {problem}") from None
     if data is None:
-        raise ctx.error("file is empty")
+        raise fail("file is empty")
     if not isinstance(data, dict):
-        raise ctx.error(f"expected a mapping at the top level, got {_yaml_type(data)}")
-    pid = data.get("id")
-    ctx.pid = pid if isinstance(pid, str) else None
-    _check_keys(ctx, data, _SCHEMA, "")
+        raise fail(f"expected a mapping at the top level, got {type(data).__name__}")
+    _check_size(data, fail)
     return data
 
 
@@ -452,6 +352,18 @@ def _deep_merge(base: dict, over: dict) -> dict:
         else:
             out[key] = value
     return out
+
+
+def _check_keys(path: Path, data: dict) -> None:
+    """Unknown keys are reported before merging, so the message names the file that has the typo."""
+    probe = {k: v for k, v in data.items() if k not in (EXTENDS_KEY, ABSTRACT_KEY)}
+    try:
+        DeviceProfile.model_validate(probe)
+    except ValidationError as err:
+        for e in err.errors(include_url=False):
+            if e["type"] == "extra_forbidden":
+                problem = describe_error(e, DeviceProfile)
+                raise ProfileError(f"{_where(path, data.get('id'))}: {problem.message}", hint=problem.hint) from None
 
 
 def _resolve_parent(ref: str, child: Path) -> Path:
@@ -467,129 +379,54 @@ def _load_merged(path: Path, chain: tuple[Path, ...] = ()) -> dict:
     if path in chain:
         cycle = " -> ".join(_display_path(p) for p in (*chain, path))
         raise ProfileError(f"profile file {_display_path(chain[0])}: `extends` cycle: {cycle}")
+    if len(chain) >= MAX_EXTENDS:
+        raise ProfileError(f"profile file {_display_path(chain[0])}: `extends` chain longer than {MAX_EXTENDS}")
     data = _read_yaml(path)
-    ref = data.get("extends")
+    _check_keys(path, data)
+    ref = data.get(EXTENDS_KEY)
     if ref is None:
         return data
-    ctx = _Ctx(path, data.get("id") if isinstance(data.get("id"), str) else None)
-    ref = _typed(ctx, "extends", "str", ref)
+    if not isinstance(ref, str) or not ref.strip():
+        raise ProfileError(f"{_where(path, data.get('id'))}: field 'extends': expected a profile id or path, "
+                           f"got {ref!r}")
     parent_path = _resolve_parent(ref, path)
     if not parent_path.is_file():
-        raise ctx.error(
-            f"field 'extends': no profile '{ref}'{_did_you_mean(ref, _shipped_ids(include_abstract=True))}",
-            hint="extends takes a shipped profile id (e.g. base) or a path relative to this file",
-        )
+        raise ProfileError(
+            f"{_where(path, data.get('id'))}: field 'extends': no profile '{ref}'"
+            f"{did_you_mean(ref, _shipped_ids(include_abstract=True))}",
+            hint="extends takes a shipped profile id (e.g. base) or a path relative to this file")
     parent = _load_merged(parent_path, (*chain, path))
     parent.pop(ABSTRACT_KEY, None)  # abstractness is not inherited
-    parent.pop("extends", None)
+    parent.pop(EXTENDS_KEY, None)
     return _deep_merge(parent, data)
 
 
 def _build(path: Path, data: dict, shipped: bool) -> DeviceProfile:
-    ctx = _Ctx(path, data.get("id") if isinstance(data.get("id"), str) else None)
-
-    version = _get(ctx, data, "schema_version")
-    if version != SCHEMA_VERSION:
-        raise ctx.error(
-            f"schema_version {version} is not supported (this exporter reads schema_version {SCHEMA_VERSION})",
-            hint="upgrade exporter, or rewrite the profile for this schema (see docs/profiles.md)",
-        )
-
-    pid = _get(ctx, data, "id")
-    if not _ID_RE.match(pid):
-        raise ctx.error(f"field 'id': '{pid}' must be lowercase letters, digits, '-', '_' or '.' (e.g. sm8650)")
-    if shipped and pid != path.stem:
-        raise ctx.error(f"field 'id': '{pid}' does not match the file name '{path.name}' (expected id: {path.stem})")
-
-    detect = Detect(
-        soc_model=_get(ctx, data, "detect.soc_model", ()),
-        board_platform=_get(ctx, data, "detect.board_platform", ()),
-        hardware=_get(ctx, data, "detect.hardware", ()),
-    )
-
-    clusters = []
-    for i, raw in enumerate(_get(ctx, data, "cpu.clusters")):
-        at = f"cpu.clusters[{i}]"
-        vals = {}
-        for key, (kind, _) in _CLUSTER_SCHEMA.items():
-            if key not in raw or raw[key] is None:
-                raise ctx.error(f"missing required field '{at}.{key}'")
-            vals[key] = _typed(ctx, f"{at}.{key}", kind, raw[key])
-        if vals["count"] < 1:
-            raise ctx.error(f"field '{at}.count': must be at least 1, got {vals['count']}")
-        if not 0 < vals["max_ghz"] < 10:
-            raise ctx.error(f"field '{at}.max_ghz': {vals['max_ghz']} GHz is not plausible (expected 0 < GHz < 10)")
-        if not 0 <= vals["part"] <= 0xFFF:
-            raise ctx.error(f"field '{at}.part': {vals['part']:#x} is not a 12-bit MIDR part number")
-        known = KNOWN_CORE_PARTS.get(vals["core"])
-        if known is not None and known != vals["part"]:
-            raise ctx.error(f"field '{at}.part': {vals['core']} has MIDR part {known:#05x}, not {vals['part']:#05x}")
-        clusters.append(Cluster(**vals))
-
-    isa = _get(ctx, data, "cpu.isa")
-    for feature in isa:
-        if feature not in ISA_FEATURES:
-            raise ctx.error(
-                f"field 'cpu.isa': unknown feature '{feature}'{_did_you_mean(feature, ISA_FEATURES)}",
-                hint=f"known features: {', '.join(ISA_FEATURES)} (our names; /proc/cpuinfo calls dotprod 'asimddp')",
-            )
-    if len(set(isa)) != len(isa):
-        raise ctx.error(f"field 'cpu.isa': duplicate features in {list(isa)}")
-
-    memory = Memory(
-        typical_ram_gb=_get(ctx, data, "memory.typical_ram_gb"),
-        lpddr=_get(ctx, data, "memory.lpddr"),
-        bandwidth_gbps=_get(ctx, data, "memory.bandwidth_gbps"),
-    )
-    if memory.typical_ram_gb <= 0:
-        raise ctx.error(f"field 'memory.typical_ram_gb': must be positive, got {memory.typical_ram_gb}")
-    if memory.bandwidth_gbps <= 0:
-        raise ctx.error(f"field 'memory.bandwidth_gbps': must be positive, got {memory.bandwidth_gbps}")
-
-    rfields = {k: _get(ctx, data, f"recipe.{k}") for k in ("linear", "group_size", "embedding", "embedding_group_size", "output")}
+    fields = {k: v for k, v in data.items() if k not in (EXTENDS_KEY, ABSTRACT_KEY)}
+    where = _where(path, fields.get("id"))
     try:
-        recipe = Recipe(**rfields)
-    except RecipeError as err:
-        raise ctx.error(str(err), hint=err.hint, cls=RecipeError) from None
-
-    default_seq_len = _get(ctx, data, "context.default")
-    max_seq_len = _get(ctx, data, "context.max")
-    if default_seq_len < 1:
-        raise ctx.error(f"field 'context.default': must be at least 1, got {default_seq_len}")
-    if default_seq_len > max_seq_len:
-        raise ctx.error(f"field 'context.default': {default_seq_len} is larger than context.max ({max_seq_len})")
-
-    total = sum(c.count for c in clusters)
-    threads = _get(ctx, data, "runtime.threads")
-    cpu_set = _get(ctx, data, "runtime.cpu_set")
-    if not 1 <= threads <= total:
-        raise ctx.error(f"field 'runtime.threads': {threads} is outside 1..{total} (the clusters list {total} cores)")
-    if not cpu_set:
-        raise ctx.error("field 'runtime.cpu_set': must list at least one cpu id")
-    dupes = sorted({c for c in cpu_set if cpu_set.count(c) > 1})
-    if dupes:
-        raise ctx.error(f"field 'runtime.cpu_set': cpu ids listed twice: {dupes}")
-    out_of_range = [c for c in cpu_set if not 0 <= c < total]
-    if out_of_range:
-        raise ctx.error(f"field 'runtime.cpu_set': cpu ids {out_of_range} do not exist (cpus are 0..{total - 1})")
-    if len(cpu_set) < threads:
-        raise ctx.error(f"field 'runtime.cpu_set': {len(cpu_set)} cpus for {threads} threads (list at least as many cpus as threads)")
-
-    return DeviceProfile(
-        id=pid,
-        vendor=_get(ctx, data, "vendor"),
-        name=_get(ctx, data, "name"),
-        detect=detect,
-        clusters=tuple(clusters),
-        isa=isa,
-        memory=memory,
-        recipe=recipe,
-        default_seq_len=default_seq_len,
-        max_seq_len=max_seq_len,
-        threads=threads,
-        cpu_set=cpu_set,
-        source=str(path),
-    )
+        profile = DeviceProfile.model_validate(fields)
+    except ValidationError as err:
+        problem = first_problem(err, DeviceProfile)
+        hint = problem.hint
+        if problem.message.startswith("missing required field"):
+            parts = problem.path.split(".")
+            inner = keys_at(DeviceProfile, parts)
+            leaf = "{" + ", ".join(f"{k}: ..." for k in inner) + "}" if inner else "..."
+            hint = f"add `{': {'.join(parts)}: {leaf}{'}' * (len(parts) - 1)}` to the profile"
+        if problem.path == "schema_version":
+            hint = "upgrade exporter, or rewrite the profile for this schema (see docs/profiles.md)"
+        if problem.path == "id" and "pattern" in str(err):
+            message = f"field 'id': {fields.get('id')!r} must be lowercase letters, digits, '-', '_' or '.' (e.g. sm8650)"
+        else:
+            message = problem.message
+        cls = RecipeError if problem.path.startswith("recipe") else ProfileError
+        raise cls(f"{where}: {message}", hint=hint) from None
+    if shipped and profile.id != path.stem:
+        raise ProfileError(f"{where}: field 'id': '{profile.id}' does not match the file name '{path.name}' "
+                           f"(expected id: {path.stem})")
+    profile._source = str(path)
+    return profile
 
 
 # --------------------------------------------------------------------------------------------------- public

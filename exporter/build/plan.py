@@ -6,7 +6,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..errors import ModelError
-from ..profiles import DeviceProfile, Recipe, load_profile
+from ..profiles import DeviceProfile, load_profile
+from .recipes import Recipe
 from .source import ModelSource, load_config, resolve_source
 
 

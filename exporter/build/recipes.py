@@ -14,12 +14,159 @@ Prejudice from 28.2 (torchao HQQ scales) to 24.8 for the body linears alone.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
 
-import torch
-from torch import nn
+from pydantic import ValidationError, field_validator, model_validator
 
 from ..errors import RecipeError
+from ..schema import Int, Model, NonEmptyStr, did_you_mean, first_problem
+
+if TYPE_CHECKING:  # torch loads only when a model is quantized, not when a profile is read
+    import torch
+    from torch import nn
+
+# ------------------------------------------------------------------------------------- the vocabulary
+
+LINEAR_SCHEMES = ("8da4w", "8da8w", "4w", "8w", "none")
+EMBEDDING_SCHEMES = ("4w", "8w", "none")
+OUTPUT_MODES = ("linear", "8w", "none")
+GROUP_SIZES_4BIT = (0, 32, 64, 128, 256)  # 0 = per-channel (linear) / per-row (embedding)
+
+
+def is_4bit(scheme: str) -> bool:
+    return scheme.endswith("4w")
+
+
+def _check_choice(name: str, value: str, choices: tuple[str, ...]) -> None:
+    if value not in choices:
+        raise ValueError(f"'{value}' is not one of {', '.join(choices)}{did_you_mean(value, choices)}")
+
+
+def _check_group(field_name: str, scheme: str, kind: str, value: int) -> None:
+    if scheme != "none" and is_4bit(scheme):
+        if value not in GROUP_SIZES_4BIT:
+            choices = ", ".join(str(g) for g in GROUP_SIZES_4BIT)
+            raise ValueError(f"field 'recipe.{field_name}': {value} is not valid for {kind} scheme {scheme} "
+                             f"(choose one of {choices}; 0 = per-channel)")
+    elif value != 0:
+        why = "8-bit schemes are always per-channel" if scheme != "none" else "nothing is quantized"
+        raise ValueError(f"field 'recipe.{field_name}': {value} is not valid for {kind} scheme {scheme}: {why}, "
+                         f"set recipe.{field_name}: 0")
+
+
+class Recipe(Model):
+    """How a model is quantized for a device. Validated on construction (RecipeError through `make`)."""
+
+    linear: NonEmptyStr
+    group_size: Int
+    embedding: NonEmptyStr
+    embedding_group_size: Int
+    output: NonEmptyStr
+
+    @field_validator("linear")
+    @classmethod
+    def _linear(cls, v: str) -> str:
+        _check_choice("linear", v, LINEAR_SCHEMES)
+        return v
+
+    @field_validator("embedding")
+    @classmethod
+    def _embedding(cls, v: str) -> str:
+        _check_choice("embedding", v, EMBEDDING_SCHEMES)
+        return v
+
+    @field_validator("output")
+    @classmethod
+    def _output(cls, v: str) -> str:
+        _check_choice("output", v, OUTPUT_MODES)
+        return v
+
+    @model_validator(mode="after")
+    def _groups(self) -> "Recipe":
+        _check_group("group_size", self.linear, "linear", self.group_size)
+        _check_group("embedding_group_size", self.embedding, "embedding", self.embedding_group_size)
+        return self
+
+    @classmethod
+    def make(cls, **fields: Any) -> "Recipe":
+        """Validated construction from Python: RecipeError (exit code 3) instead of pydantic's error."""
+        try:
+            return cls.model_validate(fields)
+        except ValidationError as err:
+            problem = first_problem(err, cls, prefix=("recipe",))
+            raise RecipeError(problem.message, hint=problem.hint) from None
+
+    def label(self) -> str:
+        """Short, stable name: `8da4w-g32+emb4w-g32`, `8da8w+emb8w+out8w`, `none+outnone`.
+
+        4-bit schemes carry `-g<N>` (`-pc` for per-channel, group 0); 8-bit schemes are always per-channel and carry
+        nothing. The embedding part is left out when the embedding stays float; the output part is added only when
+        the lm_head is not treated like the other linears. `parse_label` reads it back.
+        """
+        parts = [_scheme_label(self.linear, self.group_size)]
+        if self.embedding != "none":
+            parts.append("emb" + _scheme_label(self.embedding, self.embedding_group_size))
+        if self.output != "linear":
+            parts.append("out" + self.output)
+        return "+".join(parts)
+
+    def replace_checked(self, **overrides: Any) -> "Recipe":
+        """A copy with `overrides` applied and validated (RecipeError on an unknown field or a bad value).
+
+        Convenience: switching `linear` (or `embedding`) to an 8-bit scheme or `none` without also giving its group
+        size sets that group size to 0, since those schemes only allow 0.
+        """
+        names = list(type(self).model_fields)
+        for key in overrides:
+            if key not in names:
+                raise RecipeError(f"unknown recipe field '{key}'{did_you_mean(key, names)}", hint=f"fields: {', '.join(names)}")
+        for scheme_key, group_key in (("linear", "group_size"), ("embedding", "embedding_group_size")):
+            scheme = overrides.get(scheme_key)
+            if isinstance(scheme, str) and group_key not in overrides and not is_4bit(scheme):
+                overrides[group_key] = 0
+        return Recipe.make(**{**self.model_dump(), **overrides})
+
+    def to_dict(self) -> dict[str, Any]:
+        return self.model_dump()
+
+
+def _scheme_label(scheme: str, group: int) -> str:
+    if scheme == "none" or not is_4bit(scheme):
+        return scheme
+    return f"{scheme}-g{group}" if group else f"{scheme}-pc"
+
+
+_PART = re.compile(r"^(?P<scheme>[a-z0-9]+?)(?:-(?:g(?P<group>\d+)|(?P<pc>pc)))?$")
+
+
+def parse_label(label: str) -> Recipe:
+    """The Recipe a label names (`8da4w-g32+emb4w-g64`, `8da8w+emb8w+out8w`); RecipeError when it names none."""
+    parts = label.strip().split("+")
+    fields: dict[str, Any] = {"embedding": "none", "embedding_group_size": 0, "output": "linear"}
+    for i, part in enumerate(parts):
+        key = "linear"
+        if i:
+            key = next((k for k, prefix in (("embedding", "emb"), ("output", "out")) if part.startswith(prefix)), "")
+            if not key:
+                raise RecipeError(f"recipe label '{label}': '{part}' is neither emb... nor out...",
+                                  hint="labels look like 8da4w-g32+emb4w-g64 or 8da8w+emb8w+out8w")
+            part = part[3:]
+        m = _PART.match(part)
+        if m is None:
+            raise RecipeError(f"recipe label '{label}': cannot read '{part}'",
+                              hint="labels look like 8da4w-g32+emb4w-g64 or 8da8w+emb8w+out8w")
+        group = 0 if m["pc"] or m["group"] is None else int(m["group"])
+        if key == "output":
+            fields["output"] = m["scheme"]
+        else:
+            fields[key] = m["scheme"]
+            fields["group_size" if key == "linear" else "embedding_group_size"] = group
+    return Recipe.make(**fields)
+
+
+# ------------------------------------------------------------------------------------- applying it
 
 
 @dataclass(frozen=True)
@@ -41,6 +188,8 @@ def _granularity(group_size: int):
 
 
 def linear_config(scheme: str, group_size: int):
+    import torch
+
     from torchao.quantization.quant_api import (
         Int8DynamicActivationIntxWeightConfig,
         IntxWeightOnlyConfig,
@@ -58,6 +207,8 @@ def linear_config(scheme: str, group_size: int):
 
 
 def embedding_config(scheme: str, group_size: int):
+    import torch
+
     from torchao.quantization.quant_api import IntxWeightOnlyConfig
 
     bits = {"4w": torch.int4, "8w": torch.int8}.get(scheme)
@@ -74,6 +225,9 @@ def collect_importance(hf_model: nn.Module, token_ids: list[int]) -> dict[str, t
     Runs the transformers model (all positions, so the lm_head sees every token, unlike the static
     decoder's last-position head). Fused Phi-3 projections map onto the split linears that share the input.
     """
+    import torch
+    from torch import nn
+
     sums: dict[str, torch.Tensor] = {}
     hooks = []
     for name, module in hf_model.named_modules():
@@ -113,6 +267,8 @@ def search_symmetric_scales(
     scale is s^2 <q, q>_imp - 2 s <q, w>_imp (the constant <w, w>_imp dropped). Rows are processed in
     blocks of about a million weights so each candidate's passes stay in cache.
     """
+    import torch
+
     n, k = weight.shape
     gs = group_size or k
     imp = torch.ones(k) if importance is None else importance.float().clamp(min=1e-12)
@@ -151,6 +307,7 @@ def search_symmetric_scales(
 
 
 def _refine_4bit(lm: nn.Module, originals: dict[str, torch.Tensor], importance: dict[str, torch.Tensor]) -> int:
+
     refined = 0
     for fqn, module in lm.named_modules():
         if fqn not in originals:
@@ -174,6 +331,8 @@ def apply_recipe(lm: nn.Module, recipe, importance: dict[str, torch.Tensor] | No
 
     With `importance` (from collect_importance), 4-bit linear scales are re-searched (see module doc).
     """
+    from torch import nn
+
     from torchao.quantization.quant_api import quantize_
 
     originals: dict[str, torch.Tensor] = {}

@@ -8,6 +8,7 @@ from pathlib import Path
 import click
 
 from .. import output
+from ..build.recipes import EMBEDDING_SCHEMES, LINEAR_SCHEMES
 
 
 def _human_bytes(n: int) -> str:
@@ -83,9 +84,9 @@ _chunk_len_option = click.option("--chunk-len", default=256, show_default=True, 
 @click.option("--model", default=None, help="Hub id, local folder or .gguf file (default: built-in SmolLM2-135M-Instruct).")
 @click.option("--device", required=True, help="Profile id (see 'exporter devices'), a profile YAML path, or 'auto'.")
 @click.option("--output", "-o", "output_dir", type=click.Path(path_type=Path), default=None, help="Output folder (default: out/<model>-<device>).")
-@click.option("--quant", type=click.Choice(["8da4w", "8da8w", "4w", "8w", "none"]), default=None, help="Override the linear scheme.")
+@click.option("--quant", type=click.Choice(LINEAR_SCHEMES), default=None, help="Override the linear scheme.")
 @click.option("--group-size", type=int, default=None, help="Override the linear group size (0 = per channel).")
-@click.option("--embedding-quant", type=click.Choice(["4w", "8w", "none"]), default=None, help="Override the embedding scheme.")
+@click.option("--embedding-quant", type=click.Choice(EMBEDDING_SCHEMES), default=None, help="Override the embedding scheme.")
 @click.option("--max-seq-len", type=int, default=None, help="Context length (default: the profile's).")
 @click.option("--serial", default=None, help="With --device auto: the phone to read the SoC from.")
 @click.option("--force", is_flag=True, help="Replace an existing output folder.")

@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
-import dataclasses
 from pathlib import Path
 
 import pytest
 
 from exporter import profiles as P
 from exporter.errors import ProfileError, RecipeError
-from exporter.profiles import Recipe, list_profiles, load_profile, profiles_dir
+from pydantic import ValidationError
+from exporter.build.recipes import Recipe, parse_label
+from exporter.profiles import list_profiles, load_profile, profiles_dir
 
 REPO = Path(__file__).resolve().parents[2]
 DATA = REPO / "tests" / "data" / "profiles"
@@ -81,7 +82,7 @@ def test_sm8650_values():
     assert p.cluster_cpus() == [(0, 1), (2, 3, 4), (5, 6), (7,)]
     assert p.threads == 6 and p.cpu_set == (2, 3, 4, 5, 6, 7)
     # inherited from base.yaml
-    assert p.recipe == Recipe("8da4w", 32, "4w", 64, "linear")
+    assert p.recipe == R("8da4w", 32, "4w", 64, "linear")
     assert p.recipe.label() == "8da4w-g32+emb4w-g64"
     assert (p.default_seq_len, p.max_seq_len) == (1024, 4096)
 
@@ -101,12 +102,13 @@ def test_profile_is_frozen_and_json_ready():
     import json
 
     p = load_profile("mt6989")
-    with pytest.raises(dataclasses.FrozenInstanceError):
-        p.threads = 2  # type: ignore[misc]
+    with pytest.raises(ValidationError, match="frozen"):
+        p.runtime = p.runtime  # type: ignore[misc]
     d = json.loads(json.dumps(p.to_dict()))
     assert d["recipe_label"] == "8da4w-g32+emb4w-g64"
     assert d["total_cores"] == 8
-    assert d["clusters"][2] == {"core": "cortex-x4", "count": 1, "max_ghz": 3.25, "part": 0xD82}
+    assert d["cpu"]["clusters"][2] == {"core": "cortex-x4", "count": 1, "max_ghz": 3.25, "part": "0xd82"}
+    assert d["runtime"] == {"threads": 4, "cpu_set": [4, 5, 6, 7]}
 
 
 # --------------------------------------------------------------------------------------------- lookup
@@ -170,7 +172,7 @@ def test_user_file_extends_base(tmp_path):
     assert p.isa == ("asimd", "dotprod")  # from base
     assert p.recipe.label() == "8da4w-g32+emb4w-g64"
     assert p.total_cores == 4
-    assert p.detect == P.Detect((), (), ())
+    assert p.detect == P.Detect()
 
 
 def test_deep_merge_rules():
@@ -210,7 +212,8 @@ def test_missing_required_field():
     with pytest.raises(ProfileError) as e:
         load_profile(bad("missing_field.yaml"))
     assert "missing_field.yaml" in str(e.value)
-    assert "missing required field 'memory.typical_ram_gb'" in str(e.value)
+    assert "missing required field 'memory'" in str(e.value)
+    assert e.value.hint == "add `memory: {typical_ram_gb: ..., lpddr: ..., bandwidth_gbps: ...}` to the profile"
 
 
 def test_bad_recipe_scheme_is_recipe_error():
@@ -218,18 +221,18 @@ def test_bad_recipe_scheme_is_recipe_error():
         load_profile(bad("bad_scheme.yaml"))
     msg = str(e.value)
     assert "bad_scheme.yaml" in msg
-    assert "recipe.linear: '8da4x' is not one of 8da4w, 8da8w, 4w, 8w, none (did you mean '8da4w'?)" in msg
+    assert "field 'recipe.linear': '8da4x' is not one of 8da4w, 8da8w, 4w, 8w, none (did you mean '8da4w'?)" in msg
 
 
 def test_bad_group_size():
     with pytest.raises(RecipeError) as e:
         load_profile(bad("bad_group.yaml"))
-    assert "recipe.group_size: 48 is not valid for linear scheme 8da4w" in str(e.value)
+    assert "field 'recipe.group_size': 48 is not valid for linear scheme 8da4w" in str(e.value)
     assert "32, 64, 128, 256" in str(e.value)
 
 
 def test_group_size_must_be_zero_for_8bit():
-    with pytest.raises(RecipeError, match=r"recipe.group_size: 32 is not valid for linear scheme 8da8w.*set recipe.group_size: 0"):
+    with pytest.raises(RecipeError, match=r"field 'recipe.group_size': 32 is not valid for linear scheme 8da8w.*set recipe.group_size: 0"):
         load_profile(bad("bad_group_8bit.yaml"))
 
 
@@ -283,20 +286,37 @@ def test_shipped_id_must_match_file_name(monkeypatch, tmp_path):
 # --------------------------------------------------------------------------------------------- recipe
 
 
-def test_recipe_labels():
-    assert Recipe("8da4w", 32, "4w", 32, "linear").label() == "8da4w-g32+emb4w-g32"
-    assert Recipe("8da4w", 0, "8w", 0, "8w").label() == "8da4w-pc+emb8w+out8w"
-    assert Recipe("8da8w", 0, "none", 0, "linear").label() == "8da8w"
-    assert Recipe("none", 0, "none", 0, "none").label() == "none+outnone"
+def R(linear, group, emb, emb_group, output) -> Recipe:
+    return Recipe.make(linear=linear, group_size=group, embedding=emb, embedding_group_size=emb_group, output=output)
+
+
+@pytest.mark.parametrize("fields, label", [
+    (("8da4w", 32, "4w", 32, "linear"), "8da4w-g32+emb4w-g32"),
+    (("8da4w", 0, "8w", 0, "8w"), "8da4w-pc+emb8w+out8w"),
+    (("8da8w", 0, "none", 0, "linear"), "8da8w"),
+    (("none", 0, "none", 0, "none"), "none+outnone"),
+])
+def test_recipe_labels_round_trip(fields, label):
+    assert R(*fields).label() == label
+    assert parse_label(label) == R(*fields)
+
+
+@pytest.mark.parametrize("label, message", [
+    ("8da4w-g48", "48 is not valid"), ("8da4x", "'8da4x' is not one of"), ("8da4w+foo", "neither emb"),
+    ("8da4w-gx", "cannot read"), ("", "cannot read"),
+])
+def test_bad_recipe_labels(label, message):
+    with pytest.raises(RecipeError, match=message):
+        parse_label(label)
 
 
 def test_recipe_validates_on_construction():
-    with pytest.raises(RecipeError, match="recipe.output: 'fp16' is not one of linear, 8w, none"):
-        Recipe("8da4w", 32, "4w", 32, "fp16")
-    with pytest.raises(RecipeError, match="recipe.embedding_group_size: 16"):
-        Recipe("8da4w", 32, "4w", 16, "linear")
+    with pytest.raises(RecipeError, match="field 'recipe.output': 'fp16' is not one of linear, 8w, none"):
+        R("8da4w", 32, "4w", 32, "fp16")
+    with pytest.raises(RecipeError, match="field 'recipe.embedding_group_size': 16"):
+        R("8da4w", 32, "4w", 16, "linear")
     with pytest.raises(RecipeError, match="expected an integer"):
-        Recipe("8da4w", "32", "4w", 32, "linear")  # type: ignore[arg-type]
+        R("8da4w", "32", "4w", 32, "linear")
 
 
 def test_recipe_replace_checked():
@@ -306,7 +326,7 @@ def test_recipe_replace_checked():
     assert r.replace_checked(linear="8da8w", embedding="8w").label() == "8da8w+emb8w"
     with pytest.raises(RecipeError, match=r"unknown recipe field 'group' \(did you mean 'group_size'\?\)"):
         r.replace_checked(group=64)
-    with pytest.raises(RecipeError, match="group_size: 64 is not valid for linear scheme 8w"):
+    with pytest.raises(RecipeError, match="'recipe.group_size': 64 is not valid for linear scheme 8w"):
         r.replace_checked(linear="8w", group_size=64)
     assert r.group_size == 32  # original untouched
 
@@ -322,3 +342,53 @@ def test_docs_table_lists_every_shipped_profile():
     doc = (REPO / "docs" / "profiles.md").read_text()
     for p in list_profiles():
         assert f"| `{p.id}` | {p.name} |" in doc, f"docs/profiles.md has no row for {p.id}"
+
+
+# --------------------------------------------------------------------------------------------- hostile input
+
+
+@pytest.mark.parametrize("text, message", [
+    ("? [a, b]\n: 1\n", "keys must be strings, found list"),
+    ("id: x\n1: 2\n", "keys must be strings, found int"),
+    ("a: " + "[" * 5000 + "]" * 5000 + "\n", "nested more than"),
+    ("a: " + "[" * 40 + "]" * 40 + "\n", "nested more than 32 levels"),
+    # a billion laughs: each line refers to the previous one nine times
+    ("a: &a [x,x,x,x,x,x,x,x,x]\n" + "".join(f"{c}: &{c} [*{p},*{p},*{p},*{p},*{p},*{p},*{p},*{p},*{p}]\n"
+                                              for p, c in zip("abcdefgh", "bcdefghi")), "more than 100000 values"),
+    ("- 1\n- 2\n", "expected a mapping at the top level"),
+    ("\x00\x01", "malformed YAML|cannot read"),
+    ("id: [unclosed\n", "malformed YAML at line"),
+])
+def test_hostile_yaml_is_a_profile_error(tmp_path, text, message):
+    f = tmp_path / "hostile.yaml"
+    f.write_text(text)
+    with pytest.raises(ProfileError, match=message):
+        load_profile(f)
+
+
+def test_not_utf8_is_a_profile_error(tmp_path):
+    f = tmp_path / "latin1.yaml"
+    f.write_bytes("name: caf\xe9\n".encode("latin-1"))
+    with pytest.raises(ProfileError, match="cannot read"):
+        load_profile(f)
+
+
+def test_shipped_schema_file_is_current_and_validates_every_shipped_profile():
+    """docs/schemas/profile.schema.json is what editors read: it must be the generated one, and accept our files."""
+    import json
+
+    import jsonschema
+
+    from exporter.schemas import SCHEMA_FILES
+
+    on_disk = json.loads((REPO / "docs" / "schemas" / "profile.schema.json").read_text())
+    assert on_disk == SCHEMA_FILES["profile.schema.json"](), "run `python -m exporter.schemas` to regenerate"
+    validator = jsonschema.Draft202012Validator(on_disk)
+    import yaml
+
+    for f in sorted((REPO / "device_profiles").glob("*.yaml")):
+        data = yaml.safe_load(f.read_text())
+        assert not list(validator.iter_errors(data)), f.name
+        assert f.read_text().startswith("# yaml-language-server: $schema=../docs/schemas/profile.schema.json")
+    typo = {"extends": "sm8650", "runtime": {"thread": 4}}
+    assert list(validator.iter_errors(typo)), "the schema must flag unknown keys as they are typed"
