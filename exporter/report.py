@@ -13,7 +13,8 @@ from pathlib import Path
 from typing import Any, Callable, Sequence
 
 from . import __version__
-from .device.bench import ExportInfo, TestResult, mean_sd
+from .artifact import Artifact
+from .device.bench import TestResult, mean_sd
 
 # name -> (type, meaning). Order is the column order of CSV and JSON rows.
 ROW_FIELDS: dict[str, tuple[str, str]] = {
@@ -22,6 +23,7 @@ ROW_FIELDS: dict[str, tuple[str, str]] = {
     "error": ("str", "why the test failed (null when ok)"),
     "serial": ("str", "adb serial, or 'host'"),
     "host": ("bool", "measured on this machine (--host), not a phone"),
+    "emulated": ("bool", "the runner ran under an emulator (qemu): a correctness run, its timings are no phone's speed"),
     "device_model": ("str", "ro.product.model (host name for --host)"),
     "soc": ("str", "ro.soc.model, else ro.board.platform (host CPU name for --host)"),
     "board_platform": ("str", "ro.board.platform"),
@@ -86,7 +88,9 @@ def _mask(cpu_set: Sequence[int]) -> str:
     return f"0x{sum(1 << c for c in cpu_set):x}" if cpu_set else ""
 
 
-def build_rows(results: Sequence[TestResult], info: ExportInfo) -> list[dict[str, Any]]:
+def build_rows(results: Sequence[TestResult], artifact: Artifact) -> list[dict[str, Any]]:
+    m = artifact.manifest
+    pte_sha = artifact.sha256(artifact.pte_path)
     rows = []
     for r in results:
         d = r.device
@@ -98,30 +102,31 @@ def build_rows(results: Sequence[TestResult], info: ExportInfo) -> list[dict[str
         p50, _ = mean_sd([x.get("token_ms_p50") for x in runs])
         p90, _ = mean_sd([x.get("token_ms_p90") for x in runs])
         rss = [x.get("peak_rss_kb") for x in runs if x.get("peak_rss_kb") is not None]
-        bw = d.get("bandwidth_gbps")
-        roof = bw * 1e9 / info.pte_bytes if bw and info.pte_bytes else None
+        bw = d.bandwidth_gbps
+        # an emulator's timings say nothing about the memory system: no roofline from them
+        roof = bw * 1e9 / m.pte.bytes if bw and not d.emulated else None
         waits = [x.get("cooldown_wait_s") for x in runs if x.get("cooldown_wait_s") is not None]
         pre_temps = [x.get("temp_c_before") for x in runs if x.get("temp_c_before") is not None]
         battery = r.env.get("battery") or {}
-        v = info.versions
+        v = m.versions
         row = {
             "test_time": r.test_time, "status": "ok" if r.ok else "failed", "error": None if r.ok else r.error,
-            "serial": d.get("serial"), "host": bool(d.get("host")), "device_model": d.get("model"),
-            "soc": d.get("soc_model"), "board_platform": d.get("board_platform"),
-            "android_release": d.get("android_release"), "sdk": d.get("sdk"), "profile_id": d.get("profile_id"),
-            "detected_profile_id": d.get("detected_profile_id"), "runner": r.runner,
-            "model": info.model_id, "recipe": info.recipe, "pte_bytes": info.pte_bytes, "pte_sha256": info.pte_sha256,
-            "max_seq_len": info.max_seq_len, "exporter_version": __version__,
+            "serial": d.serial, "host": d.host, "emulated": d.emulated, "device_model": d.model,
+            "soc": d.soc, "board_platform": d.board_platform,
+            "android_release": d.android_release, "sdk": d.sdk, "profile_id": d.profile_id,
+            "detected_profile_id": d.detected_profile_id, "runner": r.runner,
+            "model": m.model.id, "recipe": m.recipe.label, "pte_bytes": m.pte.bytes, "pte_sha256": pte_sha,
+            "max_seq_len": m.max_seq_len, "exporter_version": __version__,
             "executorch_version": v.get("executorch"), "torch_version": v.get("torch"),
             "torchao_version": v.get("torchao"),
             "threads": r.threads, "cpu_set": ",".join(map(str, r.cpu_set)), "cpu_mask": _mask(r.cpu_set),
-            "test": f"pp{r.prompt_len}+tg{r.gen_len}", "prompt_len": r.prompt_len, "gen_len": r.gen_len,
+            "test": r.case.name, "prompt_len": r.prompt_len, "gen_len": r.gen_len,
             "warmup": r.warmup, "reps": r.reps, "n_runs": len(runs),
             "prefill_tps_mean": pre, "prefill_tps_sd": pre_sd, "decode_tps_mean": dec, "decode_tps_sd": dec_sd,
             "ttft_ms_mean": ttft, "ttft_ms_sd": ttft_sd, "model_load_ms_mean": load,
             "token_ms_p50_mean": p50, "token_ms_p90_mean": p90,
             "peak_rss_mib": max(rss) / 1024 if rss else None,
-            "bandwidth_gbps": bw, "bandwidth_source": d.get("bandwidth_source"),
+            "bandwidth_gbps": bw, "bandwidth_source": d.bandwidth_source,
             "roofline_decode_tps": roof, "roofline_fraction": dec / roof if dec is not None and roof else None,
             "temp_c_before": r.env.get("temp_c_before", pre_temps[0] if pre_temps else None),
             "temp_c_after": r.env.get("temp_c_after"),
@@ -130,7 +135,7 @@ def build_rows(results: Sequence[TestResult], info: ExportInfo) -> list[dict[str
             "cpu_freq_khz_before": {str(k): v for k, v in (r.env.get("cpu_freq_khz_before") or {}).items()},
             "cpu_freq_khz_after": {str(k): v for k, v in (r.env.get("cpu_freq_khz_after") or {}).items()},
             "battery_level": battery.get("level"), "battery_status": battery.get("status"),
-            "battery_plugged": battery.get("plugged"), "warnings": list(d.get("warnings") or []),
+            "battery_plugged": battery.get("plugged"), "warnings": list(d.warnings),
             "samples_prefill_tps": [x.get("prefill_tps") for x in runs],
             "samples_decode_tps": [x.get("decode_tps") for x in runs],
             "samples": runs,
@@ -184,7 +189,8 @@ def markdown_table(rows: Sequence[dict]) -> tuple[list[str], list[list[str]]]:
     for r in rows:
         pp, tg = f"pp{r['prompt_len']}", f"tg{r['gen_len']}"
         cells = ([f"{r['device_model'] or r['serial']}"] if several else []) + [
-            r["model"] or "?", r["recipe"] or "?", r["soc"] or "?", str(r["threads"]), f"{pp}+{tg}",
+            r["model"] or "?", r["recipe"] or "?", (r["soc"] or "?") + (" (emulated)" if r["emulated"] else ""),
+            str(r["threads"]), f"{pp}+{tg}",
             _pm(r["prefill_tps_mean"], r["prefill_tps_sd"]), _pm(r["decode_tps_mean"], r["decode_tps_sd"]),
             _num(r["ttft_ms_mean"]), _num(r["model_load_ms_mean"]), _num(r["peak_rss_mib"]),
             "n/a" if r["roofline_fraction"] is None else

@@ -96,3 +96,47 @@ def harness_binary():
         if "CMake >=" in str(err):
             pytest.skip(f"no usable CMake: {err}")
         raise
+
+
+def fake_export(folder: Path, *, payload: bytes = b"\0" * 4096, tokenizer: dict | None = None, **fields) -> Path:
+    """A structurally valid export folder without exporting anything: a model.pte that is only an ExecuTorch
+    header plus `payload`, a tokenizer.json, and a manifest.json built (and validated) by artifact.Manifest.
+    `fields` override manifest fields (dotted keys like `profile.id` reach into sections)."""
+    import hashlib
+    import json
+
+    from exporter.artifact import MANIFEST_SCHEMA_VERSION, Manifest
+
+    folder.mkdir(parents=True, exist_ok=True)
+    pte = b"\x1c\x00\x00\x00ET12" + payload
+    (folder / "model.pte").write_bytes(pte)
+    tok = tokenizer or {"version": "1.0", "added_tokens": [{"id": 0, "content": "<s>"}, {"id": 1, "content": "</s>"}],
+                        "model": {"type": "BPE", "vocab": {"<s>": 0, "</s>": 1, "a": 2}, "merges": []}}
+    tok_bytes = json.dumps(tok).encode()
+    (folder / "tokenizer.json").write_bytes(tok_bytes)
+    recipe = {"linear": "8da4w", "group_size": 32, "embedding": "4w", "embedding_group_size": 64, "output": "linear"}
+    data = {
+        "schema_version": MANIFEST_SCHEMA_VERSION,
+        "model": {"id": "tiny/llama", "kind": "hub", "architecture": "llama", "weights_sha256": "0" * 64,
+                  "parameters": 1000},
+        "profile": {"id": "sm8650", "name": "Snapdragon 8 Gen 3", "vendor": "qualcomm"},
+        "recipe": {"spec": recipe, "label": "8da4w-g32+emb4w-g64", "applied": {}},
+        "max_seq_len": 1024,
+        "context": {"requested": 1024, "model_limit": 2048, "capped": False},
+        "pte": {"file": "model.pte", "bytes": len(pte), "sha256": hashlib.sha256(pte).hexdigest()},
+        "tokenizer": {"file": "tokenizer.json", "bytes": len(tok_bytes), "sha256": hashlib.sha256(tok_bytes).hexdigest(),
+                      "bos_id": 0, "eos_ids": [1]},
+        "bf16_bytes": 2 * len(pte), "size_reduction": 2.0, "chat_template": None, "threads": 6,
+        "cpu_set": [2, 3, 4, 5, 6, 7], "vocab_size": 3, "n_layers": 2,
+        "versions": {"exporter": "0.1.0", "executorch": "1.5.1", "torch": "2.13.0", "torchao": "0.18.0"},
+        "export": {"wall_s": 1.0, "peak_rss_bytes": 1, "stages_s": {}, "delegated_calls": 1, "non_delegated_ops": {}},
+        "overrides": {},
+    }
+    for key, value in fields.items():
+        node = data
+        *parents, leaf = key.split(".")
+        for part in parents:
+            node = node[part]
+        node[leaf] = value
+    Manifest.model_validate(data).save(folder)
+    return folder

@@ -14,12 +14,13 @@ import secrets
 import shlex
 import tempfile
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Callable
 
 from ..device.adb import Adb
-from ..device.bench import ExportInfo, TestResult, now_rfc3339
+from ..artifact import Artifact
+from ..device.bench import Case, DeviceInfo, TestResult, now_rfc3339
 from ..device.protocol import RunSchemaError, validate_run
 from ..device.push import default_remote_dir
 from ..errors import AppError
@@ -130,35 +131,34 @@ def parse_results(text: str, spec: AppBenchSpec, expected_version: str | None = 
     return doc
 
 
-def _device(adb: Adb) -> dict[str, Any]:
+def _device(adb: Adb, profile_id: str) -> DeviceInfo:
     props = adb.getprops()
     sdk = props.get("ro.build.version.sdk", "")
-    return {"serial": adb.serial, "model": props.get("ro.product.model"),
-            "soc_model": props.get("ro.soc.model") or props.get("ro.board.platform"),
-            "board_platform": props.get("ro.board.platform"),
-            "android_release": props.get("ro.build.version.release"),
-            "sdk": int(sdk) if sdk.isdigit() else None, "profile_id": None, "detected_profile_id": None,
-            "warnings": []}
+    return DeviceInfo(serial=adb.serial, model=props.get("ro.product.model"),
+                      soc=props.get("ro.soc.model") or props.get("ro.board.platform"),
+                      board_platform=props.get("ro.board.platform"),
+                      android_release=props.get("ro.build.version.release"),
+                      sdk=int(sdk) if sdk.isdigit() else None, profile_id=profile_id)
 
 
-def run_app_bench(adb: Adb, export_dir: Path, *, prompt_len: int = 128, gen_len: int = 64, reps: int = 5,
+def run_app_bench(adb: Adb, export: Path | Artifact, *, prompt_len: int = 128, gen_len: int = 64, reps: int = 5,
                   warmup: int = 1, prompt: str | None = None, remote_dir: str | None = None,
                   timeout_s: float = 600.0, poll_s: float = 2.0, run_id: str | None = None,
                   say: Callable[[str], None] = lambda m: None, warn: Callable[[str], None] = lambda m: None,
                   sleep: Callable[[float], None] = time.sleep, clock: Callable[[], float] = time.monotonic,
                   ) -> tuple[TestResult, dict[str, Any]]:
     """Launch the benchmark activity and wait for its results. Returns (TestResult for report.build_rows, doc)."""
-    info = ExportInfo.load(Path(export_dir))
-    spec = AppBenchSpec(model_dir=remote_dir or default_remote_dir(Path(export_dir)), run_id=run_id or new_run_id(),
+    artifact = export if isinstance(export, Artifact) else Artifact.open(export)
+    manifest = artifact.manifest
+    spec = AppBenchSpec(model_dir=remote_dir or default_remote_dir(artifact.folder), run_id=run_id or new_run_id(),
                         prompt_len=prompt_len, gen_len=gen_len, reps=reps, warmup=warmup, prompt=prompt)
     expected = app_versions()["demoApp"]
     check_app(adb, expected)
-    pte_remote = posixpath.join(spec.model_dir, info.pte.name)
+    pte_remote = posixpath.join(spec.model_dir, manifest.pte.file)
     if not adb.exists(pte_remote):
         raise AppError(f"{pte_remote} is not on '{adb.serial}'",
-                       hint=f"exporter push {export_dir} --serial {adb.serial}")
-    device = _device(adb)
-    device["profile_id"] = info.profile_id
+                       hint=f"exporter push {artifact.folder} --serial {adb.serial}")
+    device = _device(adb, manifest.profile.id)
     test_time = now_rfc3339()
     remote = results_path(spec.run_id)
     say(f"{adb.serial}: starting {APP_PACKAGE}/{BENCH_ACTIVITY} (run {spec.run_id})")
@@ -176,23 +176,25 @@ def run_app_bench(adb: Adb, export_dir: Path, *, prompt_len: int = 128, gen_len:
         sleep(poll_s)
     with tempfile.TemporaryDirectory(prefix="exporter-app-bench-") as tmp:
         local = Path(tmp) / f"{spec.run_id}.json"
-        adb.pull(remote, local)
+        adb.pull(remote, local, expected_bytes=1 << 20)
         text = local.read_text()
     adb.shell(f"rm -f {shlex.quote(remote)}", check=False, action="remove the results file")
     doc = parse_results(text, spec, expected)
     runs = doc["runs"]
     threads = runs[0]["threads"]
-    if info.threads and threads != info.threads:
-        device["warnings"].append(f"the app's runtime used {threads} threads (LlmModule picks performant cores - 1);"
-                                  f" the profile asks for {info.threads}")
+    warnings = []
+    if manifest.threads and threads != manifest.threads:
+        warnings.append(f"the app's runtime used {threads} threads (LlmModule picks performant cores - 1);"
+                        f" the profile asks for {manifest.threads}")
     short = [r["gen_tokens"] for r in runs if r["gen_tokens"] < gen_len]
     if short:
-        device["warnings"].append(f"some runs stopped early at end-of-sequence ({min(short)} < {gen_len} tokens)")
+        warnings.append(f"some runs stopped early at end-of-sequence ({min(short)} < {gen_len} tokens)")
     if prompt is None and any(r["prompt_tokens"] != prompt_len for r in runs):
-        device["warnings"].append(f"prompt length calibrated to {runs[0]['prompt_tokens']} tokens, not {prompt_len}")
-    for w in device["warnings"]:
+        warnings.append(f"prompt length calibrated to {runs[0]['prompt_tokens']} tokens, not {prompt_len}")
+    for w in warnings:
         warn(w)
-    result = TestResult(device=device, prompt_len=int(runs[0]["prompt_tokens"]), gen_len=gen_len, threads=threads,
+    result = TestResult(device=replace(device, warnings=tuple(warnings)),
+                        case=Case(int(runs[0]["prompt_tokens"]), gen_len, threads),
                         cpu_set=tuple(runs[0]["cpu_set"]), runs=list(runs), env={"memory": doc.get("memory")},
                         test_time=test_time, warmup=warmup, reps=reps, runner="android_app")
     return result, doc

@@ -17,6 +17,7 @@ from typing import Any
 import tomllib
 
 from ..device.push import default_remote_dir
+from ..artifact import Artifact
 from ..errors import AppError
 
 TEMPLATE_DIR = Path(__file__).resolve().parents[2] / "android_demo"
@@ -68,35 +69,19 @@ def app_versions(template_dir: Path = TEMPLATE_DIR) -> dict[str, str]:
         raise AppError(f"cannot read the app's version catalog {path}: {err}") from err
 
 
-def load_manifest(export_dir: Path) -> dict[str, Any]:
-    export_dir = Path(export_dir)
-    path = export_dir / "manifest.json"
-    if not path.is_file():
-        raise AppError(f"{export_dir} has no manifest.json", hint="pass the output folder of `exporter export`")
-    try:
-        manifest = json.loads(path.read_text())
-    except json.JSONDecodeError as err:
-        raise AppError(f"{path} is not valid JSON: {err}") from err
-    for key in ("model", "tokenizer", "pte", "max_seq_len", "threads"):
-        if key not in manifest:
-            raise AppError(f"{path} lacks '{key}'", hint="re-export with this version of exporter")
-    for name in (manifest["pte"].get("file", "model.pte"), manifest["tokenizer"].get("file", "tokenizer.json")):
-        if not (export_dir / name).is_file():
-            raise AppError(f"{export_dir} has no {name}", hint="pass the output folder of `exporter export`")
-    return manifest
-
-
-def _token_text(export_dir: Path, tokenizer_file: str, token_id: int | None) -> str:
+def _token_text(tokenizer: Path, token_id: int | None) -> str:
     """The text of a special token, from tokenizer.json's added_tokens (empty when unknown)."""
     if token_id is None:
         return ""
     try:
-        data = json.loads((export_dir / tokenizer_file).read_text())
-    except (OSError, json.JSONDecodeError):
+        data = json.loads(tokenizer.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return ""
+    if not isinstance(data, dict):
         return ""
     for tok in data.get("added_tokens") or []:
-        if tok.get("id") == token_id:
-            return tok.get("content", "")
+        if isinstance(tok, dict) and tok.get("id") == token_id:
+            return str(tok.get("content", ""))
     vocab = (data.get("model") or {}).get("vocab")
     if isinstance(vocab, dict):
         for text, idx in vocab.items():
@@ -148,30 +133,29 @@ def render_chat_parts(template: str | None, bos_token: str = "", eos_token: str 
     return ChatParts(prefix, suffix, separator, exact)
 
 
-def build_config(export_dir: Path, manifest: dict[str, Any], *, remote_dir: str, embedded: bool,
+def build_config(artifact: Artifact, *, remote_dir: str, embedded: bool,
                  temperature: float = DEFAULT_TEMPERATURE, max_new_tokens: int = DEFAULT_MAX_NEW_TOKENS,
                  use_chat_template: bool = True) -> tuple[dict[str, Any], list[str]]:
     """The exporter_config.json document and the warnings met while building it."""
     warnings: list[str] = []
-    tok = manifest["tokenizer"]
-    tokenizer_file = tok.get("file", "tokenizer.json")
-    eos_ids = [int(i) for i in (tok.get("eos_ids") or [])]
-    bos_id = tok.get("bos_id")
-    template = manifest.get("chat_template") if use_chat_template else None
-    parts = render_chat_parts(template, _token_text(export_dir, tokenizer_file, bos_id),
-                              _token_text(export_dir, tokenizer_file, eos_ids[0] if eos_ids else None))
+    manifest = artifact.manifest
+    tok = manifest.tokenizer
+    eos_ids = list(tok.eos_ids)
+    bos_id = tok.bos_id
+    template = manifest.chat_template if use_chat_template else None
+    parts = render_chat_parts(template, _token_text(artifact.tokenizer_path, bos_id),
+                              _token_text(artifact.tokenizer_path, eos_ids[0] if eos_ids else None))
     if parts is None:
         warnings.append("no chat template: the app sends the user's text as the raw prompt")
     elif not parts.exact:
         warnings.append("the chat template renders multi-turn conversations differently from a plain "
                         "concatenation of turns; the app's follow-up turns are approximate")
-    recipe = manifest.get("recipe")
     config = {
         "schema_version": CONFIG_SCHEMA_VERSION,
-        "model_id": (manifest.get("model") or {}).get("id") or Path(export_dir).name,
+        "model_id": manifest.model.id,
         "model_dir": remote_dir,
-        "model_file": manifest["pte"].get("file", "model.pte"),
-        "tokenizer_file": tokenizer_file,
+        "model_file": manifest.pte.file,
+        "tokenizer_file": tok.file,
         "embedded": embedded,
         "bos_id": -1 if bos_id is None else int(bos_id),
         "eos_ids": eos_ids,
@@ -179,14 +163,14 @@ def build_config(export_dir: Path, manifest: dict[str, Any], *, remote_dir: str,
         "chat_prefix": parts.prefix if parts else "",
         "chat_suffix": parts.suffix if parts else "",
         "chat_separator": parts.separator if parts else "",
-        "threads": int(manifest["threads"]),
-        "max_seq_len": int(manifest["max_seq_len"]),
+        "threads": manifest.threads,
+        "max_seq_len": manifest.max_seq_len,
         "temperature": float(temperature),
         "max_new_tokens": int(max_new_tokens),
-        "profile_id": (manifest.get("profile") or {}).get("id") or "",
-        "recipe": (recipe.get("label") if isinstance(recipe, dict) else recipe) or "",
-        "pte_sha256": manifest["pte"].get("sha256", ""),
-        "pte_bytes": int(manifest["pte"].get("bytes", 0)),
+        "profile_id": manifest.profile.id,
+        "recipe": manifest.recipe.label,
+        "pte_sha256": manifest.pte.sha256,
+        "pte_bytes": manifest.pte.bytes,
     }
     return config, warnings
 
@@ -200,7 +184,9 @@ def bundle_app(export_dir: Path, app_dir: Path, *, force: bool = False, embed_mo
     if not (template_dir / "settings.gradle.kts").is_file():
         raise AppError(f"the Android app template is missing at {template_dir}",
                        hint="run from a source checkout of exporter (android_demo/ ships with the repository)")
-    manifest = load_manifest(export_dir)
+    artifact = Artifact.open(export_dir)
+    if embed_model:
+        artifact.check_hashes()  # what goes into an APK must be the export the manifest describes
     if app_dir.exists() and not app_dir.is_dir():
         raise AppError(f"{app_dir} exists and is not a folder")
     if app_dir.is_dir() and any(app_dir.iterdir()) and not force:
@@ -208,7 +194,7 @@ def bundle_app(export_dir: Path, app_dir: Path, *, force: bool = False, embed_mo
     if app_dir.resolve() == template_dir.resolve() or template_dir.resolve() in app_dir.resolve().parents:
         raise AppError(f"{app_dir} is inside the app template {template_dir}", hint="bundle into another folder")
     remote = remote_dir or default_remote_dir(export_dir)
-    config, warnings = build_config(export_dir, manifest, remote_dir=remote, embedded=embed_model,
+    config, warnings = build_config(artifact, remote_dir=remote, embedded=embed_model,
                                     temperature=temperature, max_new_tokens=max_new_tokens,
                                     use_chat_template=use_chat_template)
 
@@ -220,11 +206,10 @@ def bundle_app(export_dir: Path, app_dir: Path, *, force: bool = False, embed_mo
     embedded_bytes = 0
     if embed_model:
         embed_dir.mkdir(parents=True)
-        names = [config["model_file"], config["tokenizer_file"], "manifest.json"]
-        for name in names:
-            shutil.copy2(export_dir / name, embed_dir / name)
-            embedded.append(name)
-            embedded_bytes += (export_dir / name).stat().st_size
+        for path in artifact.files():
+            shutil.copy2(path, embed_dir / path.name)
+            embedded.append(path.name)
+            embedded_bytes += path.stat().st_size
         if embedded_bytes > embed_warn_bytes:
             warnings.append(f"embedding {embedded_bytes / 2**20:.0f} MiB of model files in the APK "
                             f"(over {embed_warn_bytes / 2**20:.0f} MiB): builds and installs get slow and app stores "

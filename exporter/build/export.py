@@ -2,22 +2,33 @@
 
 from __future__ import annotations
 
-import json
+import errno
 import resource
 import time
 from typing import Callable
 
 from .. import __version__
 from ..artifact import (
+    MANIFEST_SCHEMA_VERSION,
     PTE,
+    Artifact,
+    ContextRecord,
+    ExportRecord,
+    FileRecord,
     Manifest,
+    ModelRecord,
+    ProfileRecord,
+    RecipeRecord,
+    TokenizerRecord,
     check_output_free,
     file_sha256,
     staged_output,
     write_bytes_synced,
 )
-from ..errors import ModelError
+from ..errors import ModelError, OutputError
 from .plan import ExportPlan
+
+TOKENIZER = "tokenizer.json"
 
 Progress = Callable[[str], None]
 
@@ -41,8 +52,8 @@ def _bf16_bytes(hf_model) -> int:
     return 2 * sum(seen.values())
 
 
-def run_export(plan: ExportPlan, *, force: bool = False, progress: Progress = lambda s: None) -> Manifest:
-    """Export `plan` into `plan.output` (model.pte, tokenizer, manifest.json). Returns the manifest."""
+def run_export(plan: ExportPlan, *, force: bool = False, progress: Progress = lambda s: None) -> Artifact:
+    """Export `plan` into `plan.output` (model.pte, tokenizer, manifest.json); the caller holds its output_lock."""
     import torch
 
     from .lower import export_program, lower_to_executorch, runner_metadata
@@ -98,54 +109,51 @@ def run_export(plan: ExportPlan, *, force: bool = False, progress: Progress = la
     with staged_output(plan.output, force) as stage_dir:
         pte_path = stage_dir / PTE
         write_bytes_synced(pte_path, lowered.buffer)
-        tokenizer.save_pretrained(stage_dir)
-        tok_file = "tokenizer.json" if (stage_dir / "tokenizer.json").is_file() else None
-        if tok_file is None:
-            raise ModelError(f"the tokenizer of {plan.source.id} has no fast (tokenizer.json) form, which the runners need")
-        pte_bytes = pte_path.stat().st_size
-        pte_sha = file_sha256(pte_path)
+        _save_tokenizer(tokenizer, stage_dir, plan)
         stages["write_s"] = round(time.perf_counter() - t, 2)
+        tok_path = stage_dir / TOKENIZER
         manifest = Manifest(
-            model={
-                "id": plan.source.id,
-                "kind": plan.source.kind,
-                "architecture": family,
-                "weights_sha256": weights_hash,
-                "parameters": n_params,
-            },
-            profile={"id": plan.profile.id, "name": plan.profile.name, "vendor": plan.profile.vendor},
-            recipe={
-                **plan.recipe.to_dict(),
-                "label": plan.recipe.label(),
-                "applied": {
-                    "linear_layers": report.linear_layers,
-                    "per_channel_fallback": list(report.per_channel_fallback),
-                    "embedding": report.embedding,
-                    "output": report.output,
-                    "scale_search": report.scale_search,
-                    "refined_layers": report.refined_layers,
-                    "calibration_tokens": len(calib_ids),
-                },
-            },
+            schema_version=MANIFEST_SCHEMA_VERSION,
+            model=ModelRecord(id=plan.source.id, kind=plan.source.kind, architecture=family,
+                              weights_sha256=weights_hash, parameters=n_params),
+            profile=ProfileRecord(id=plan.profile.id, name=plan.profile.name, vendor=plan.profile.vendor),
+            recipe=RecipeRecord(spec=plan.recipe, label=plan.recipe.label(),
+                                applied=report.model_copy(update={"calibration_tokens": len(calib_ids)})),
             max_seq_len=plan.max_seq_len,
-            pte={"file": PTE, "bytes": pte_bytes, "sha256": pte_sha},
+            context=ContextRecord(requested=plan.context.requested, model_limit=plan.context.model_limit,
+                                  capped=plan.context.capped),
+            pte=FileRecord(file=PTE, bytes=pte_path.stat().st_size, sha256=file_sha256(pte_path)),
             bf16_bytes=bf16,
-            size_reduction=round(bf16 / pte_bytes, 3),
-            tokenizer={"file": tok_file, "bos_id": bos_id, "eos_ids": eos_ids},
+            size_reduction=round(bf16 / pte_path.stat().st_size, 3),
+            tokenizer=TokenizerRecord(file=TOKENIZER, bytes=tok_path.stat().st_size, sha256=file_sha256(tok_path),
+                                      bos_id=bos_id, eos_ids=tuple(eos_ids)),
             chat_template=getattr(tokenizer, "chat_template", None),
             threads=plan.profile.threads,
-            cpu_set=list(plan.profile.cpu_set),
+            cpu_set=plan.profile.cpu_set,
             vocab_size=lm.vocab_size,
             n_layers=lm.n_layers,
             versions=_versions(),
-            export={
-                "wall_s": round(time.perf_counter() - t_start, 2),
-                "peak_rss_bytes": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024,
-                "stages_s": stages,
-                "delegated_calls": lowered.delegated_ops,
-                "non_delegated_ops": lowered.non_delegated_ops,
-            },
+            export=ExportRecord(
+                wall_s=round(time.perf_counter() - t_start, 2),
+                peak_rss_bytes=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024,
+                stages_s=stages, delegated_calls=lowered.delegated_ops, non_delegated_ops=lowered.non_delegated_ops,
+            ),
             overrides=plan.overrides,
         )
-        (stage_dir / "manifest.json").write_text(json.dumps(manifest.to_dict(), indent=2) + "\n")
-    return manifest
+        manifest.save(stage_dir)
+    return Artifact(plan.output, manifest)
+
+
+def _save_tokenizer(tokenizer, folder, plan: ExportPlan) -> None:
+    """tokenizer.json (what every runner reads) and its config; every failure is one clear error."""
+    try:
+        tokenizer.save_pretrained(folder)
+    except Exception as err:  # the Rust tokenizers library raises plain Exception, e.g. for a full disk
+        text = str(err)
+        full = "No space left" in text or getattr(err, "errno", None) == errno.ENOSPC
+        raise OutputError(f"could not write the tokenizer into {plan.output}: {'disk full' if full else text}",
+                          hint="free disk space, or choose another --output" if full else
+                          "check permissions of the output folder") from err
+    if not (folder / TOKENIZER).is_file():
+        raise ModelError(f"the tokenizer of {plan.source.id} has no fast form ({TOKENIZER}), which the runners need",
+                         hint="use a model whose tokenizer has a tokenizer.json (a 'fast' tokenizer)")

@@ -2,13 +2,29 @@
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ..errors import ModelError
+from ..errors import ModelError, UsageError
 from ..profiles import DeviceProfile, load_profile
-from .recipes import Recipe
+from .recipes import Recipe, parse_label
 from .source import ModelSource, load_config, resolve_source
+
+MIN_SEQ_LEN = 8
+
+
+@dataclass(frozen=True)
+class ContextChoice:
+    """The context length baked into the .pte and how it was arrived at."""
+
+    max_seq_len: int
+    requested: int
+    model_limit: int | None
+
+    @property
+    def capped(self) -> bool:
+        return self.max_seq_len < self.requested
 
 
 @dataclass(frozen=True)
@@ -18,44 +34,79 @@ class ExportPlan:
     source: ModelSource
     profile: DeviceProfile
     recipe: Recipe
-    max_seq_len: int
+    context: ContextChoice
     output: Path
     overrides: dict = field(default_factory=dict)
+    notices: tuple[str, ...] = ()  # what the caller should tell the user (overrides, caps)
+
+    @property
+    def max_seq_len(self) -> int:
+        return self.context.max_seq_len
+
+
+def resolve_profile(device: str | os.PathLike | DeviceProfile, *, serial: str | None = None,
+                    adb_path: str | os.PathLike | None = None) -> tuple[DeviceProfile, list[str]]:
+    """A profile from an id, a YAML path, a loaded profile, or 'auto' (read from the connected phone)."""
+    if isinstance(device, DeviceProfile):
+        return device, []
+    if os.fspath(device) == "auto":
+        from ..device.detect import auto_detect
+
+        profile, dev = auto_detect(serial, adb_path)
+        return profile, [f"detected {dev.summary()} -> profile {profile.id}"]
+    return load_profile(device), []
+
+
+def default_output(source: ModelSource, profile: DeviceProfile) -> Path:
+    """out/<model name>-<profile id>: `smollm2-135m-instruct-sm8650`."""
+    name = source.id.rstrip("/").split("/")[-1]
+    if name.endswith(".gguf"):
+        name = name[: -len(".gguf")]
+    return Path("out") / f"{name.lower()}-{profile.id}"
 
 
 def build_plan(
     model: str | None,
-    device: str | DeviceProfile,
-    output: str | Path,
+    device: str | os.PathLike | DeviceProfile,
+    output: str | os.PathLike | None = None,
     *,
+    recipe: str | None = None,
     quant: str | None = None,
     group_size: int | None = None,
     embedding_quant: str | None = None,
     max_seq_len: int | None = None,
+    serial: str | None = None,
+    adb_path: str | os.PathLike | None = None,
 ) -> ExportPlan:
-    profile = device if isinstance(device, DeviceProfile) else load_profile(device)
-    overrides = {
-        k: v
-        for k, v in {"linear": quant, "group_size": group_size, "embedding": embedding_quant}.items()
-        if v is not None
-    }
-    recipe = profile.recipe.replace_checked(**overrides) if overrides else profile.recipe
-    seq = max_seq_len if max_seq_len is not None else profile.default_seq_len
-    if seq < 8:
-        raise ModelError(f"context length {seq} is too small", hint="use --max-seq-len 8 or more")
+    """Validate an export before it starts. `recipe` is a full label (`8da4w-g64+emb8w`); `quant`,
+    `group_size`, `embedding_quant` override single fields of the profile's (or that) recipe."""
+    profile, notices = resolve_profile(device, serial=serial, adb_path=adb_path)
+    base = parse_label(recipe) if recipe else profile.recipe
+    overrides: dict = {"recipe": base.label()} if recipe else {}
+    fields = {k: v for k, v in {"linear": quant, "group_size": group_size, "embedding": embedding_quant}.items()
+              if v is not None}
+    chosen = base.replace_checked(**fields) if fields else base
+    overrides.update(fields)
+    if chosen != profile.recipe:
+        notices.append(f"recipe {chosen.label()} (profile {profile.id} says {profile.recipe.label()})")
+
+    requested = max_seq_len if max_seq_len is not None else profile.default_seq_len
+    if requested < MIN_SEQ_LEN:
+        raise UsageError(f"context length {requested} is too small", hint=f"use --max-seq-len {MIN_SEQ_LEN} or more")
+    source = resolve_source(model)
+    model_limit = getattr(load_config(source), "max_position_embeddings", None)
+    seq = requested
+    if isinstance(model_limit, int) and model_limit >= MIN_SEQ_LEN and requested > model_limit:
+        seq = model_limit
+        notices.append(f"context length {requested} capped to {model_limit}, the model's max_position_embeddings")
     if seq > profile.max_seq_len:
         raise ModelError(
             f"context length {seq} exceeds the maximum {profile.max_seq_len} of profile {profile.id} "
             f"({profile.memory.typical_ram_gb:g} GB RAM)",
             hint=f"use --max-seq-len {profile.max_seq_len} or less",
         )
-    source = resolve_source(model)
-    model_limit = getattr(load_config(source), "max_position_embeddings", None)
-    if model_limit is not None and seq > model_limit:
-        raise ModelError(
-            f"context length {seq} exceeds the model's limit of {model_limit} positions",
-            hint=f"use --max-seq-len {model_limit} or less",
-        )
     if max_seq_len is not None:
         overrides["max_seq_len"] = max_seq_len
-    return ExportPlan(source, profile, recipe, seq, Path(output), overrides)
+    context = ContextChoice(seq, requested, model_limit if isinstance(model_limit, int) else None)
+    out = Path(output) if output is not None else default_output(source, profile)
+    return ExportPlan(source, profile, chosen, context, out, overrides, tuple(notices))

@@ -15,7 +15,6 @@ Prejudice from 28.2 (torchao HQQ scales) to 24.8 for the body linears alone.
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from pydantic import ValidationError, field_validator, model_validator
@@ -169,16 +168,16 @@ def parse_label(label: str) -> Recipe:
 # ------------------------------------------------------------------------------------- applying it
 
 
-@dataclass(frozen=True)
-class QuantReport:
+class QuantReport(Model):
     """What quantization actually did, for the manifest."""
 
-    linear_layers: int = 0
-    per_channel_fallback: tuple[str, ...] = field(default_factory=tuple)
+    linear_layers: Int = 0
+    per_channel_fallback: tuple[str, ...] = ()
     embedding: str = "none"
     output: str = "none"
     scale_search: str = "torchao hqq_scale_only"
-    refined_layers: int = 0
+    refined_layers: Int = 0
+    calibration_tokens: Int = 0
 
 
 def _granularity(group_size: int):

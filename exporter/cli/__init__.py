@@ -10,7 +10,9 @@ import traceback
 import click
 
 from .. import __version__
-from ..errors import ExporterError
+from ..errors import INTERRUPTED, ExporterError
+from ..output import clean
+from ..quiet import quiet_python_noise
 
 # command name -> "module:attribute". Imported lazily so `exporter --help` stays fast
 # (torch and executorch take seconds to import).
@@ -40,46 +42,44 @@ class LazyGroup(click.Group):
 
 @click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="exporter")
-def cli() -> None:
+@click.option("-v", "--verbose", is_flag=True, help="Also show other libraries' warnings and the ExecuTorch runtime's logs.")
+def cli(verbose: bool) -> None:
     """Put a Hugging Face causal LM on a specific Android phone as an ExecuTorch .pte, and prove how fast it runs."""
 
 
-def _quiet_known_noise() -> None:
-    """Silence warnings that EXECUTORCH_NOTES.md lists as harmless, so real messages stay visible."""
-    import logging
-    import warnings
-
+def _fail(message: str, hint: str | None, code: int, *, traceback_hint: bool = True) -> None:
+    click.echo(f"error: {clean(message)}", err=True)
+    if hint:
+        click.echo(f"hint: {clean(hint)}", err=True)
     if os.environ.get("EXPORTER_DEBUG"):
-        return
-    for category in (FutureWarning, DeprecationWarning):
-        warnings.filterwarnings("ignore", category=category)
-    warnings.filterwarnings("ignore", message=".*_check_is_size.*")
-    warnings.filterwarnings("ignore", message=".*mutated buffer.*")
-    logging.getLogger("torchao").setLevel(logging.ERROR)  # "Failed to load ... _C_mxfp8 / _C_cutlass_90a"
-    logging.getLogger("torch.utils._pytree").setLevel(logging.ERROR)  # register_constant deprecation
+        traceback.print_exc()
+    elif traceback_hint:
+        click.echo("(set EXPORTER_DEBUG=1 for the full traceback)", err=True)
+    sys.exit(code)
 
 
 def main(argv: list[str] | None = None) -> None:
-    _quiet_known_noise()
+    """Run the CLI. Every expected failure exits with its own code (errors.EXIT_CODES) after one clear line;
+    exit code 1 means a bug in exporter."""
+    args = list(sys.argv[1:] if argv is None else argv)
+    if args[:1] and args[0] in ("-v", "--verbose"):  # before anything is imported, so nothing is filtered
+        os.environ["EXPORTER_VERBOSE"] = "1"
+    quiet_python_noise()
     try:
-        cli.main(args=argv, prog_name="exporter", standalone_mode=False)
+        cli.main(args=args, prog_name="exporter", standalone_mode=False)
     except ExporterError as err:
-        click.echo(f"error: {err}", err=True)
-        if err.hint:
-            click.echo(f"hint: {err.hint}", err=True)
-        if os.environ.get("EXPORTER_DEBUG"):
-            traceback.print_exc()
-        else:
-            click.echo("(set EXPORTER_DEBUG=1 for the full traceback)", err=True)
-        sys.exit(err.exit_code)
-    except click.exceptions.Abort:
-        click.echo("aborted", err=True)
-        sys.exit(130)
-    except KeyboardInterrupt:
+        _fail(str(err), err.hint, err.exit_code)
+    except (click.exceptions.Abort, KeyboardInterrupt):
         click.echo("interrupted", err=True)
-        sys.exit(130)
+        sys.exit(INTERRUPTED)
     except click.ClickException as err:
         err.show()
         sys.exit(err.exit_code)
     except click.exceptions.Exit as err:
         sys.exit(err.exit_code)
+    except BrokenPipeError:  # `exporter ... | head`: the reader left; nothing more to say
+        sys.stderr.close()
+        sys.exit(0)
+    except Exception as err:  # noqa: BLE001 - the one place that turns a bug into a report
+        _fail(f"internal error: {type(err).__name__}: {err}",
+              "this is a bug in exporter; please report it with the output of EXPORTER_DEBUG=1", 1)

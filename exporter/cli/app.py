@@ -7,8 +7,9 @@ from pathlib import Path
 import click
 
 from .. import output
+from .options import adb_option, json_option
 
-_EXPORT_DIR = click.Path(exists=True, file_okay=False, path_type=Path)
+_EXPORT_DIR = click.Path(file_okay=False, path_type=Path)
 
 
 @click.command()
@@ -24,13 +25,14 @@ _EXPORT_DIR = click.Path(exists=True, file_okay=False, path_type=Path)
 @click.option("--max-new-tokens", type=click.IntRange(min=1), default=256, show_default=True,
               help="Default answer length of the chat screen.")
 @click.option("--no-chat-template", is_flag=True, help="Send raw prompts even if the model has a chat template.")
-@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
+@json_option
 def bundle(export_dir: Path, app_dir: Path, force: bool, embed_model: bool, remote_dir: str | None,
            temperature: float, max_new_tokens: int, no_chat_template: bool, as_json: bool) -> None:
     """Write a ready Gradle project of the Android demo app with EXPORT_DIR's model wired in."""
-    from ..app.bundle import CONFIG_ASSET, bundle_app
+    from ..api import bundle as write_bundle
+    from ..app.bundle import CONFIG_ASSET
 
-    result = bundle_app(export_dir, app_dir, force=force, embed_model=embed_model, remote_dir=remote_dir,
+    result = write_bundle(export_dir, app_dir, force=force, embed_model=embed_model, remote_dir=remote_dir,
                         temperature=temperature, max_new_tokens=max_new_tokens,
                         use_chat_template=not no_chat_template)
     for w in result.warnings:
@@ -54,8 +56,7 @@ def bundle(export_dir: Path, app_dir: Path, force: bool, embed_model: bool, remo
 @click.command("app-bench")
 @click.argument("export_dir", type=_EXPORT_DIR)
 @click.option("--serial", "-s", help="Phone to use (default: the only one connected).")
-@click.option("--adb", "adb_path", type=click.Path(exists=True, dir_okay=False, path_type=Path),
-              help="adb client to use (default: $EXPORTER_ADB, PATH, then adbutils').")
+@adb_option
 @click.option("--prompt-len", "-p", type=click.IntRange(min=1), default=128, show_default=True,
               help="Prompt length in tokens.")
 @click.option("--prompt", help="A fixed prompt instead of --prompt-len filler tokens.")
@@ -67,20 +68,15 @@ def bundle(export_dir: Path, app_dir: Path, force: bool, embed_model: bool, remo
 @click.option("--remote-dir", help="Model folder on the phone (default: /data/local/tmp/<export folder name>).")
 @click.option("--timeout", "timeout_s", type=click.FloatRange(min=1), default=600.0, show_default=True,
               help="Seconds to wait for the app's results.")
-@click.option("--json", "as_json", is_flag=True, help="Print the JSON report (exporter bench's schema).")
+@json_option
 def app_bench(export_dir: Path, serial: str | None, adb_path: Path | None, prompt_len: int, prompt: str | None,
               gen_len: int, reps: int, warmup: int, remote_dir: str | None, timeout_s: float, as_json: bool) -> None:
     """Run the demo app's benchmark activity on a phone and report it like `exporter bench`."""
-    from ..app.bench import run_app_bench
-    from ..device.adb import Adb, pick_serials
-    from ..device.bench import ExportInfo
-    from ..report import build_rows, to_json, to_markdown
+    from ..api import app_bench as run
+    from ..report import to_json, to_markdown
 
-    chosen = pick_serials((serial,) if serial else (), adb_path=adb_path)[0]
-    adb = Adb(chosen, adb_path)
-    with output.status(f"{chosen}: benchmark activity running"):
-        result, _doc = run_app_bench(adb, export_dir, prompt_len=prompt_len, gen_len=gen_len, reps=reps,
-                                     warmup=warmup, prompt=prompt, remote_dir=remote_dir, timeout_s=timeout_s,
-                                     say=output.info, warn=output.warn)
-    rows = build_rows([result], ExportInfo.load(export_dir))
-    click.echo(to_json(rows) if as_json else to_markdown(rows), nl=False)
+    with output.status("benchmark activity running on the phone"):
+        report = run(export_dir, serial, adb=adb_path, prompt_len=prompt_len, gen_len=gen_len, reps=reps,
+                     warmup=warmup, prompt=prompt, remote_dir=remote_dir, timeout_s=timeout_s, say=output.info,
+                     warn=output.warn)
+    output.print_text(to_json(report.rows) if as_json else to_markdown(report.rows))

@@ -2,26 +2,29 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict
-
 import click
 
 from .. import output
+from .options import adb_option, json_option
 
 
 @click.command("devices")
 @click.option("--connected", is_flag=True, help="List phones attached over adb with their detected SoC and profile.")
 @click.option("--serial", default=None, help="With --connected: only this phone.")
-@click.option("--adb", "adb_path", default=None, help="adb client to use (default: $EXPORTER_ADB, PATH, adbutils' own).")
-@click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
-def devices(connected: bool, serial: str | None, adb_path: str | None, as_json: bool) -> None:
+@adb_option
+@json_option
+def devices(connected: bool, serial: str | None, adb_path, as_json: bool) -> None:
     """List the SoC profiles (one line each), or with --connected the phones attached over adb."""
     if connected:
-        from ..device.detect import connected_rows, describe_connected
+        from ..api import connected_devices
+        from ..device.detect import connected_rows
 
-        devs = describe_connected(serial, adb_path=adb_path)
+        devs = connected_devices(serial, adb=adb_path)
         if as_json:
-            output.print_json([asdict(d) for d in devs])
+            output.print_json([d.to_dict() for d in devs])
+            return
+        if not devs:
+            output.info("no phone connected (`adb devices -l` lists none): plug one in with USB debugging on")
             return
         columns, rows = connected_rows(devs)
         output.print_table("Connected phones", columns, rows)
@@ -30,7 +33,7 @@ def devices(connected: bool, serial: str | None, adb_path: str | None, as_json: 
                 output.warn(f"{dev.serial}: {warning}")
         return
 
-    from ..profiles import list_profiles
+    from ..api import list_profiles
 
     profiles = list_profiles()
     if as_json:

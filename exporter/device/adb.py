@@ -14,7 +14,7 @@ import re
 import shlex
 import subprocess
 import sys
-import time
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Sequence
@@ -26,6 +26,15 @@ from ..errors import DeviceError
 RC_MARKER = "__exporter_rc="
 
 Progress = Callable[[str, int, int], None]  # (remote path, bytes done, bytes total)
+
+# A transfer may take this long plus one second per MIN_TRANSFER_BYTES_PER_S bytes before it counts as stalled:
+# USB 2 adb moves 20-40 MB/s and adb over Wi-Fi a few MB/s, so 1 MB/s is far below any working link.
+TRANSFER_BASE_S = 60.0
+MIN_TRANSFER_BYTES_PER_S = 1_000_000
+
+
+def transfer_timeout(nbytes: int) -> float:
+    return TRANSFER_BASE_S + nbytes / MIN_TRANSFER_BYTES_PER_S
 
 
 def find_adb(adb_path: str | os.PathLike | None = None) -> str:
@@ -249,28 +258,42 @@ class Adb:
     def push(self, local: str | os.PathLike, remote: str, *, progress: Progress | None = None,
              timeout: float | None = None) -> None:
         """`adb push` one file. Progress is reported at start and end (and from adb's percent lines when it
-        prints them). Failures map to DeviceError; a vanished phone says so."""
+        prints them). A push that outlasts `timeout` (default: transfer_timeout of its size) is killed: a phone
+        that stops reading would otherwise hang it forever. Failures map to DeviceError."""
         local = Path(local)
         total = local.stat().st_size
+        limit = transfer_timeout(total) if timeout is None else timeout
         if progress:
             progress(remote, 0, total)
         proc = subprocess.Popen(self._argv("push", str(local), remote), stdout=subprocess.PIPE,
                                 stderr=subprocess.PIPE, text=True, encoding="utf-8", errors="replace")
         out_lines: list[str] = []
-        assert proc.stdout is not None
-        started = time.monotonic()
-        for raw in proc.stdout:
-            out_lines.append(raw)
-            for pct in re.findall(r"\[\s*(\d+)%\]", raw):
-                if progress:
-                    progress(remote, total * int(pct) // 100, total)
-            if timeout and time.monotonic() - started > timeout:
-                proc.kill()
-                break
-        err = proc.stderr.read() if proc.stderr else ""
-        rc = proc.wait()
+        err_lines: list[str] = []
+
+        def read_progress() -> None:  # a thread, so a silent, stalled adb cannot block the timeout
+            assert proc.stdout is not None
+            for raw in proc.stdout:
+                out_lines.append(raw)
+                for pct in re.findall(r"\[\s*(\d+)%\]", raw):
+                    if progress:
+                        progress(remote, total * int(pct) // 100, total)
+
+        readers = [threading.Thread(target=read_progress, daemon=True),
+                   threading.Thread(target=lambda: err_lines.extend(proc.stderr or ()), daemon=True)]
+        for r in readers:
+            r.start()
+        try:
+            rc = proc.wait(timeout=limit)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+            raise DeviceError(f"adb push of {local.name} ({total / 2**20:.1f} MiB) to '{self.serial}' stalled: "
+                              f"not done after {limit:.0f} s", hint="check the cable and `adb devices -l`; a phone that "
+                              "stopped reading may need a reconnect (re-running resumes)") from None
+        for r in readers:
+            r.join(timeout=5)
         if rc != 0:
-            text = err + "".join(out_lines)
+            text = "".join(err_lines) + "".join(out_lines)
             # adb's message is not always explicit about a vanished phone: ask adb
             if not _GONE.search(text) and "no space" not in text.lower() and not self._present():
                 text += f"\ndevice '{self.serial}' not found"
@@ -278,9 +301,9 @@ class Adb:
         if progress:
             progress(remote, total, total)
 
-    def pull(self, remote: str, local: str | os.PathLike) -> None:
-        proc = _run_client(self._argv("pull", remote, str(local)), timeout=None, action=f"pull {remote}",
-                           serial=self.serial)
+    def pull(self, remote: str, local: str | os.PathLike, *, expected_bytes: int = 64 << 20) -> None:
+        proc = _run_client(self._argv("pull", remote, str(local)), timeout=transfer_timeout(expected_bytes),
+                           action=f"pull {remote}", serial=self.serial)
         if proc.returncode != 0:
             raise _device_error(self.serial, proc.stderr + proc.stdout, f"pull {remote}")
 

@@ -23,7 +23,8 @@ PROBE_SCRIPT = (
     "echo '@@cpuinfo'; cat /proc/cpuinfo; "
     "echo '@@meminfo'; cat /proc/meminfo; "
     "echo '@@freq'; for d in /sys/devices/system/cpu/cpu[0-9]*; do "
-    "echo \"${d##*/} $(cat $d/cpufreq/cpuinfo_max_freq 2>/dev/null)\"; done"
+    "echo \"${d##*/} $(cat $d/cpufreq/cpuinfo_max_freq 2>/dev/null)\"; done; "
+    "echo '@@uname'; uname -m"
 )
 
 PROP_KEYS = ("ro.soc.model", "ro.soc.manufacturer", "ro.board.platform", "ro.hardware", "ro.product.model",
@@ -59,6 +60,7 @@ class ConnectedDevice:
     cpu_parts: tuple[int | None, ...] = ()  # per cpu id
     max_freq_khz: tuple[int | None, ...] = ()  # per cpu id
     clusters: tuple[tuple[int, ...], ...] = ()  # cpu ids grouped by (part, max freq), in cpu order
+    machine: str | None = None  # `uname -m`: the CPU architecture binaries must be built for
     profile_id: str | None = None  # matched profile
     matched_by: str | None = None  # soc_model | board_platform | hardware
     nearest_profile_id: str | None = None
@@ -119,6 +121,13 @@ def parse_probe(text: str) -> tuple[dict[str, str], list[CpuCore], int | None]:
         cores.append(CpuCore(cpu, _int(block.get("CPU part")), _int(block.get("CPU implementer")),
                              tuple(block.get("Features", "").split()), freqs.get(cpu)))
     return props, cores, parse_meminfo_total(sec.get("meminfo", ""))
+
+
+def parse_machine(text: str) -> str | None:
+    """`uname -m` from the probe's output ('aarch64' on phones), None when it printed nothing usable."""
+    lines = split_sections(text).get("uname", [])
+    value = lines[0].strip() if lines else ""
+    return value if value and value.replace("_", "").isalnum() else None
 
 
 def _int(value: str | None) -> int | None:
@@ -270,7 +279,7 @@ def describe(adb: Adb, profiles=None) -> ConnectedDevice:
         serial=adb.serial, state="device", model=props.get("ro.product.model") or None,
         soc_model=props.get("ro.soc.model") or None, soc_manufacturer=props.get("ro.soc.manufacturer") or None,
         board_platform=props.get("ro.board.platform") or None, hardware=props.get("ro.hardware") or None,
-        android_release=props.get("ro.build.version.release") or None,
+        android_release=props.get("ro.build.version.release") or None, machine=parse_machine(text),
         sdk=_int(props.get("ro.build.version.sdk")), ram_bytes=ram, cpu_count=len(cores),
         big_cores=big_cores_of(cores), isa=isa, cpu_parts=tuple(c.part for c in cores),
         max_freq_khz=tuple(c.max_freq_khz for c in cores), clusters=tuple(clusters_of(cores)),

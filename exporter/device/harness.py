@@ -78,6 +78,7 @@ def run_host(
     threads: int = 2,
     cpu_set: Sequence[int] = (),
     binary: Path | None = None,
+    timeout: float | None = None,
 ) -> list[dict]:
     """Run the harness on this machine (building it first unless `binary` is given)."""
     pte = Path(pte)
@@ -89,7 +90,10 @@ def run_host(
         threads=threads, cpu_set=cpu_set,
     )
     try:
-        proc = subprocess.run(argv, capture_output=True, text=True, check=False)
+        proc = subprocess.run(argv, capture_output=True, text=True, check=False, timeout=timeout,
+                              encoding="utf-8", errors="replace")
+    except subprocess.TimeoutExpired:
+        raise HarnessError(f"the harness did not finish within {timeout:.0f} s", hint="pass a longer run timeout") from None
     except OSError as err:
         raise HarnessError(f"cannot start the harness {binary}: {err}") from err
     if proc.returncode != 0:

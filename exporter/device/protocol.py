@@ -126,3 +126,18 @@ def parse_observer(text: str) -> dict[str, Any]:
         "token_ms_p50": None, "token_ms_p90": None, "token_ms_p99": None, "peak_rss_kb": None,
         "observer": stats,
     }
+
+
+def llama_prompt(n_tokens: int) -> str:
+    """About n_tokens tokens of plain text (llama_main takes text; it reports the exact count it used)."""
+    return " ".join(["hello"] * max(1, n_tokens - 1))
+
+
+def llama_main_argv(binary: str, pte: str, tokenizer: str, *, prompt_len: int, gen_len: int, threads: int,
+                    warmup: bool) -> list[str]:
+    """The command line of ExecuTorch's stock `llama_main` runner for one run."""
+    argv = [str(binary), "--model_path", str(pte), "--tokenizer_path", str(tokenizer), "--prompt", llama_prompt(prompt_len),
+            "--seq_len", str(int(prompt_len) + int(gen_len)), "--cpu_threads", str(int(threads)), "--temperature", "0"]
+    if warmup:
+        argv.append("--warmup")
+    return argv

@@ -10,7 +10,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import posixpath
 import re
 import shlex
@@ -18,13 +17,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Sequence
 
-from ..errors import DeviceError, ExporterError
+from ..artifact import Artifact, file_sha256
+from ..errors import DeviceError, ExporterError, UsageError
 from .adb import Adb, Progress
 
 REMOTE_BASE = "/data/local/tmp"
 PARTIAL = ".partial"
 SPACE_MARGIN = 16 * 2**20  # keep this much free on the phone beyond what the files need
-EXPORT_FILES = ("model.pte", "tokenizer.json", "tokenizer.model", "manifest.json")
 
 
 @dataclass(frozen=True)
@@ -51,35 +50,37 @@ class PushResult:
                 "files": [f.__dict__ for f in self.files], "pushed_bytes": self.pushed_bytes}
 
 
-def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while block := f.read(chunk):
-            h.update(block)
-    return h.hexdigest()
-
-
 def default_remote_dir(folder: Path) -> str:
-    name = re.sub(r"[^A-Za-z0-9._-]+", "_", Path(folder).resolve().name) or "export"
+    name = re.sub(r"[^A-Za-z0-9._-]+", "_", Path(folder).resolve().name).lstrip(".") or "export"
     return posixpath.join(REMOTE_BASE, name)
 
 
-def export_files(folder: Path) -> list[Path]:
-    """The files of an export folder to put on the phone, manifest last."""
-    folder = Path(folder)
-    if not folder.is_dir():
-        raise ExporterError(f"{folder} is not a folder", hint="pass the output folder of `exporter export`")
-    if not (folder / "model.pte").is_file():
-        raise ExporterError(f"{folder} has no model.pte", hint="pass the output folder of `exporter export`")
-    return [folder / n for n in EXPORT_FILES if (folder / n).is_file()]
+def check_remote_dir(remote_dir: str) -> str:
+    if not remote_dir.startswith("/") or any(ord(c) < 32 or c == "\x7f" for c in remote_dir) or "/../" in f"{remote_dir}/":
+        raise UsageError(f"--remote-dir must be an absolute path on the phone without '..' or control characters, "
+                         f"got {remote_dir!r}")
+    return remote_dir.rstrip("/") or "/"
 
 
-def push_files(adb: Adb, files: Sequence[tuple[Path, str]], remote_dir: str, *,
+@dataclass(frozen=True)
+class LocalFile:
+    path: Path
+    name: str  # name on the phone
+    bytes: int
+    sha256: str
+
+    @classmethod
+    def of(cls, path: Path, name: str | None = None, sha256: str | None = None) -> "LocalFile":
+        path = Path(path)
+        return cls(path, name or path.name, path.stat().st_size, sha256 or file_sha256(path))
+
+
+def push_files(adb: Adb, files: Sequence[LocalFile], remote_dir: str, *,
                progress: Progress | None = None, say: Callable[[str], None] | None = None) -> list[PushedFile]:
-    """Push (local path, remote name) pairs into remote_dir with skip-if-same, space check, verify-then-rename."""
+    """Push files into remote_dir with skip-if-same, space check, verify-then-rename."""
     say = say or (lambda _m: None)
     q = shlex.quote
-    local = [(Path(p), name, Path(p).stat().st_size, sha256_file(Path(p))) for p, name in files]
+    local = [(f.path, f.name, f.bytes, f.sha256) for f in files]
     # one call: create the folder, drop stale partials, checksum what is already there
     names = " ".join(q(name) for _, name, _, _ in local)
     text = adb.shell(f"mkdir -p {q(remote_dir)} && cd {q(remote_dir)} && rm -f -- *{PARTIAL} && "
@@ -129,13 +130,15 @@ def _remove_quietly(adb: Adb, path: str) -> None:
         pass
 
 
-def push_artifact(adb: Adb, folder: Path, remote_dir: str | None = None, *, progress: Progress | None = None,
+def push_artifact(adb: Adb, artifact: Artifact, remote_dir: str | None = None, *, progress: Progress | None = None,
                   say: Callable[[str], None] | None = None) -> PushResult:
-    """Put an export folder on the phone (resumable: re-running skips files that are already correct)."""
-    folder = Path(folder)
-    files = export_files(folder)
-    remote_dir = remote_dir or default_remote_dir(folder)
-    if not remote_dir.startswith("/"):
-        raise ExporterError(f"--remote-dir must be an absolute path on the phone, got {remote_dir!r}")
-    pushed = push_files(adb, [(p, p.name) for p in files], remote_dir, progress=progress, say=say)
+    """Put an export folder on the phone (resumable: re-running skips files that are already correct).
+
+    The local files are checked against the manifest first, so a changed file is never pushed as if it were
+    the export; their hashes are then the ones the phone's copies are compared with.
+    """
+    artifact.check_hashes()
+    remote_dir = check_remote_dir(remote_dir or default_remote_dir(artifact.folder))
+    files = [LocalFile.of(p, sha256=artifact.sha256(p)) for p in artifact.files()]
+    pushed = push_files(adb, files, remote_dir, progress=progress, say=say)
     return PushResult(adb.serial, remote_dir, tuple(pushed))

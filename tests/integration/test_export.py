@@ -12,7 +12,7 @@ from exporter.artifact import PTE
 from exporter.build.export import run_export
 from exporter.build.plan import build_plan
 from exporter.profiles import load_profile
-from exporter.verify import PteDecoder, run_stock_runner
+from exporter.verification import PteDecoder, run_stock_runner
 
 pytestmark = pytest.mark.slow
 

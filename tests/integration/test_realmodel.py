@@ -15,7 +15,7 @@ from exporter.artifact import PTE
 from exporter.build.export import run_export
 from exporter.build.plan import build_plan
 from exporter.build.source import builtin_gguf_path
-from exporter.verify import verify_folder
+from exporter.verification import verify_folder
 
 pytestmark = [pytest.mark.slow, pytest.mark.realmodel]
 

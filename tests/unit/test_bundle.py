@@ -8,10 +8,11 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
+from conftest import fake_export
 
 from exporter.app import bundle
 from exporter.cli import cli
-from exporter.errors import AppError
+from exporter.errors import AppError, ArtifactError
 
 CHATML = ("{% for message in messages %}{% if loop.first and messages[0]['role'] != 'system' %}"
           "{{ '<|im_start|>system\\nYou are a helpful AI assistant.<|im_end|>\\n' }}{% endif %}"
@@ -24,25 +25,13 @@ LLAMA3 = ("{{ bos_token }}{% for m in messages %}<|start_header_id|>{{ m['role']
 
 def make_export(folder: Path, *, chat_template: str | None = CHATML, pte_bytes: int = 4096) -> Path:
     """A fabricated `exporter export` folder: fake model.pte, a small tokenizer.json, manifest.json."""
-    folder.mkdir(parents=True, exist_ok=True)
-    pte = folder / "model.pte"
-    pte.write_bytes(b"\0\0\0\0ET12" + bytes(range(256)) * (pte_bytes // 256))
     tokenizer = {"version": "1.0", "added_tokens": [
         {"id": 0, "content": "<|begin_of_text|>", "special": True},
         {"id": 1, "content": "<|im_end|>", "special": True}],
         "model": {"type": "BPE", "vocab": {"<|begin_of_text|>": 0, "<|im_end|>": 1, "a": 2}, "merges": []}}
-    (folder / "tokenizer.json").write_text(json.dumps(tokenizer))
-    data = pte.read_bytes()
-    manifest = {
-        "model": {"id": "HuggingFaceTB/SmolLM2-135M-Instruct"},
-        "tokenizer": {"file": "tokenizer.json", "bos_id": 0, "eos_ids": [1]},
-        "chat_template": chat_template, "threads": 4, "cpu_set": [4, 5, 6, 7], "max_seq_len": 512,
-        "pte": {"file": "model.pte", "bytes": len(data), "sha256": hashlib.sha256(data).hexdigest()},
-        "profile": {"id": "sm8650"}, "recipe": {"label": "8da4w-g32"},
-        "versions": {"executorch": "1.5.1", "torch": "2.13.0"},
-    }
-    (folder / "manifest.json").write_text(json.dumps(manifest, indent=2))
-    return folder
+    return fake_export(folder, payload=bytes(range(256)) * (pte_bytes // 256), tokenizer=tokenizer,
+                       chat_template=chat_template, threads=4, cpu_set=[4, 5, 6, 7], max_seq_len=512,
+                       **{"model.id": "HuggingFaceTB/SmolLM2-135M-Instruct"})
 
 
 def test_bundle_copies_template_and_writes_config(tmp_path):
@@ -131,10 +120,22 @@ def test_small_embed_does_not_warn(tmp_path):
 def test_missing_files_are_reported(tmp_path):
     export = make_export(tmp_path / "m")
     (export / "tokenizer.json").unlink()
-    with pytest.raises(AppError, match="tokenizer.json"):
+    with pytest.raises(ArtifactError, match="tokenizer.json is missing"):
         bundle.bundle_app(export, tmp_path / "app")
-    with pytest.raises(AppError, match="manifest.json"):
+    with pytest.raises(ArtifactError, match="no manifest.json"):
         bundle.bundle_app(tmp_path, tmp_path / "app")
+
+
+@pytest.mark.parametrize("name", ["../../x", "/etc/passwd", "..", "sub/tokenizer.json", ".hidden", "a\x00b"])
+def test_manifest_paths_never_leave_the_folder(tmp_path, name):
+    """Fault: --embed-model followed tokenizer.file from the manifest, so ../../x wrote outside --app-dir."""
+    export = make_export(tmp_path / "m")
+    doc = json.loads((export / "manifest.json").read_text())
+    doc["tokenizer"]["file"] = name
+    (export / "manifest.json").write_text(json.dumps(doc))
+    with pytest.raises(ArtifactError, match="not a plain file name"):
+        bundle.bundle_app(export, tmp_path / "app", embed_model=True)
+    assert not (tmp_path / "app").exists()
 
 
 def test_build_outputs_are_not_copied(tmp_path):

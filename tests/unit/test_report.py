@@ -12,21 +12,18 @@ from pathlib import Path
 
 import pytest
 
-from exporter.device.bench import BenchSpec, ExportInfo, TestResult, check_harness_binary, raise_for_failures
+from conftest import fake_export
+
+from exporter.artifact import Artifact
+from exporter.device.bench import BenchSpec, Case, DeviceInfo, TestResult, check_runner_binary, raise_for_failures
 from exporter.device.protocol import RUN_FIELDS, parse_observer
 from exporter.device.telemetry import cpu_temp_c, parse_battery, parse_thermal, wait_cool
-from exporter.errors import HarnessError, PartialBenchError
+from exporter.errors import HarnessError, PartialBenchError, UsageError
 from exporter.report import ROW_FIELDS, build_rows, to_csv, to_json, to_markdown, write_report
 
 
 def _info(tmp_path, nbytes=1_000_000):
-    d = tmp_path / "exp"
-    d.mkdir(exist_ok=True)
-    (d / "model.pte").write_bytes(b"\0" * nbytes)
-    (d / "manifest.json").write_text(json.dumps({"model": {"id": "tiny/llama"}, "recipe": {"label": "8da4w-g32"},
-                                                 "profile": {"id": "sm8650"}, "max_seq_len": 1024,
-                                                 "versions": {"executorch": "1.5.1"}}))
-    return ExportInfo.load(d)
+    return Artifact.open(fake_export(tmp_path / "exp", payload=b"\0" * (nbytes - 8)))
 
 
 def _runs(rng, n, plen):
@@ -40,19 +37,19 @@ def _runs(rng, n, plen):
     return out
 
 
-def _device(bw=60.0):
-    return {"serial": "S1", "model": "Phone", "soc_model": "SM8650", "board_platform": "pineapple",
-            "android_release": "14", "sdk": 34, "profile_id": "sm8650", "detected_profile_id": "sm8650",
-            "host": False, "bandwidth_gbps": bw, "bandwidth_source": "profile sm8650", "warnings": []}
+def _device(bw=60.0, **kw):
+    return DeviceInfo(serial="S1", model="Phone", soc="SM8650", board_platform="pineapple", android_release="14",
+                      sdk=34, profile_id="sm8650", detected_profile_id="sm8650", bandwidth_gbps=bw,
+                      bandwidth_source="profile sm8650", **kw)
 
 
 def test_rows_stats_roofline_and_printers(tmp_path):
     rng = random.Random(1)
     info = _info(tmp_path)
-    results = [TestResult(device=_device(), prompt_len=p, gen_len=32, threads=2, cpu_set=(4, 5), runs=_runs(rng, 4, p),
+    results = [TestResult(device=_device(), case=Case(p, 32, 2), cpu_set=(4, 5), runs=_runs(rng, 4, p),
                           env={"temp_c_before": 40.5, "battery": {"level": 80, "status": "charging", "plugged": "usb"}},
                           test_time="2025-01-01T00:00:00Z", reps=4, warmup=1) for p in (64, 512)]
-    results.append(TestResult(device=_device(), prompt_len=2048, gen_len=32, threads=2, cpu_set=(4, 5),
+    results.append(TestResult(device=_device(), case=Case(2048, 32, 2), cpu_set=(4, 5),
                               error="harness failed: out of memory", test_time="2025-01-01T00:00:01Z"))
     rows = build_rows(results, info)
     assert list(rows[0])[: len(ROW_FIELDS)] == list(ROW_FIELDS)
@@ -127,25 +124,41 @@ def _elf(path: Path, machine: int, cls: int = 2) -> Path:
     return path
 
 
-def test_harness_architecture_check(tmp_path, monkeypatch):
-    monkeypatch.delenv("EXPORTER_STANDIN_HOST_HARNESS", raising=False)
-    check_harness_binary(_elf(tmp_path / "arm64", 183))
-    with pytest.raises(HarnessError, match="wrong architecture: x86-64"):
-        check_harness_binary(_elf(tmp_path / "x64", 62))
+def test_runner_architecture_check_follows_the_device(tmp_path):
+    check_runner_binary(_elf(tmp_path / "arm64", 183), "aarch64")
+    check_runner_binary(_elf(tmp_path / "x64", 62), "x86_64")  # an x86_64 emulator (or the stand-in) runs x86-64
+    with pytest.raises(HarnessError, match="wrong architecture: x86-64, the device is aarch64"):
+        check_runner_binary(_elf(tmp_path / "x64", 62), "aarch64")
     with pytest.raises(HarnessError, match="wrong architecture"):
-        check_harness_binary(_elf(tmp_path / "arm32", 40, cls=1))
+        check_runner_binary(_elf(tmp_path / "arm32", 40, cls=1), "aarch64")
+    with pytest.raises(HarnessError, match="wrong architecture"):
+        check_runner_binary(_elf(tmp_path / "x64", 62), None)  # unknown: phones are aarch64
     script = tmp_path / "script"
     script.write_text("#!/bin/sh\n")
     with pytest.raises(HarnessError, match="not an ELF"):
-        check_harness_binary(script)
-    # the test-only bypass is refused without the stand-in adb
-    monkeypatch.setenv("EXPORTER_STANDIN_HOST_HARNESS", "1")
-    with pytest.raises(HarnessError, match="test-only"):
-        check_harness_binary(_elf(tmp_path / "x64b", 62))
+        check_runner_binary(script, "aarch64")
+
+
+def test_emulated_rows_are_marked_and_get_no_roofline(tmp_path):
+    rng = random.Random(2)
+    result = TestResult(device=_device(emulated=True), case=Case(64, 32, 2), runs=_runs(rng, 2, 64), reps=2)
+    row = build_rows([result], _info(tmp_path))[0]
+    assert row["emulated"] is True and row["roofline_decode_tps"] is None and row["roofline_fraction"] is None
+    assert "(emulated)" in to_markdown([row])
+    assert "true" in next(csv.DictReader(io.StringIO(to_csv([row]))))["emulated"]
+
+
+def test_grid_has_one_case_per_combination():
+    spec = BenchSpec(prompt_lengths=(64, 512), gen_lengths=(32, 128), threads=(2, 4))
+    cases = spec.cases(default_threads=6)
+    assert len(cases) == 8 and cases[0] == Case(64, 32, 2) and cases[-1] == Case(512, 128, 4)
+    assert [c.threads for c in BenchSpec().cases(default_threads=6)] == [6]
 
 
 def test_bench_spec_validation():
-    with pytest.raises(Exception):
+    with pytest.raises(UsageError):
         BenchSpec(prompt_lengths=())
-    with pytest.raises(Exception):
+    with pytest.raises(UsageError):
+        BenchSpec(threads=(0,))
+    with pytest.raises(UsageError):
         BenchSpec(runner="nope")
