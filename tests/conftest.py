@@ -98,17 +98,18 @@ def harness_binary():
         raise
 
 
-def fake_export(folder: Path, *, payload: bytes = b"\0" * 4096, tokenizer: dict | None = None, **fields) -> Path:
+def fake_export(folder: Path, *, payload: bytes = b"\0" * 4096, pte: bytes | None = None, tokenizer: dict | None = None,
+                **fields) -> Path:
     """A structurally valid export folder without exporting anything: a model.pte that is only an ExecuTorch
-    header plus `payload`, a tokenizer.json, and a manifest.json built (and validated) by artifact.Manifest.
-    `fields` override manifest fields (dotted keys like `profile.id` reach into sections)."""
+    header plus `payload` (or the real program `pte`), a tokenizer.json, and a manifest.json built (and validated)
+    by artifact.Manifest. `fields` override manifest fields (dotted keys like `profile.id` reach into sections)."""
     import hashlib
     import json
 
     from exporter.artifact import MANIFEST_SCHEMA_VERSION, Manifest
 
     folder.mkdir(parents=True, exist_ok=True)
-    pte = b"\x1c\x00\x00\x00ET12" + payload
+    pte = pte if pte is not None else b"\x1c\x00\x00\x00ET12" + payload
     (folder / "model.pte").write_bytes(pte)
     tok = tokenizer or {"version": "1.0", "added_tokens": [{"id": 0, "content": "<s>"}, {"id": 1, "content": "</s>"}],
                         "model": {"type": "BPE", "vocab": {"<s>": 0, "</s>": 1, "a": 2}, "merges": []}}

@@ -6,7 +6,7 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ..errors import ModelError, UsageError
+from ..errors import UsageError
 from ..profiles import DeviceProfile, load_profile
 from .recipes import Recipe, parse_label
 from .source import ModelSource, load_config, resolve_source
@@ -93,18 +93,20 @@ def build_plan(
     requested = max_seq_len if max_seq_len is not None else profile.default_seq_len
     if requested < MIN_SEQ_LEN:
         raise UsageError(f"context length {requested} is too small", hint=f"use --max-seq-len {MIN_SEQ_LEN} or more")
+    if requested > profile.max_seq_len:
+        # Checked on the request, before any cap: asking a phone for more than it holds is an error even when
+        # the model's own limit would have shrunk the request.
+        raise UsageError(
+            f"context length {requested} exceeds the maximum {profile.max_seq_len} of profile {profile.id} "
+            f"({profile.memory.typical_ram_gb:g} GB RAM)",
+            hint=f"use --max-seq-len {profile.max_seq_len} or less",
+        )
     source = resolve_source(model)
     model_limit = getattr(load_config(source), "max_position_embeddings", None)
     seq = requested
     if isinstance(model_limit, int) and model_limit >= MIN_SEQ_LEN and requested > model_limit:
         seq = model_limit
         notices.append(f"context length {requested} capped to {model_limit}, the model's max_position_embeddings")
-    if seq > profile.max_seq_len:
-        raise ModelError(
-            f"context length {seq} exceeds the maximum {profile.max_seq_len} of profile {profile.id} "
-            f"({profile.memory.typical_ram_gb:g} GB RAM)",
-            hint=f"use --max-seq-len {profile.max_seq_len} or less",
-        )
     if max_seq_len is not None:
         overrides["max_seq_len"] = max_seq_len
     context = ContextChoice(seq, requested, model_limit if isinstance(model_limit, int) else None)

@@ -219,8 +219,11 @@ def check_runner_binary(path: Path, machine: str | None) -> None:
     if not path.is_file():
         raise HarnessError(f"runner binary {path} does not exist", hint=build_hint)
     head = path.read_bytes()[:20]
+    if head[:2] == b"#!":
+        return  # a wrapper script (such as a bundle's run.sh) runs in the device's shell; its target is its own
     if head[:4] != b"\x7fELF":
-        raise HarnessError(f"runner {path} has the wrong format: not an ELF executable", hint=build_hint)
+        raise HarnessError(f"runner {path} has the wrong format: neither an ELF executable nor a #! script",
+                           hint=build_hint)
     got = int.from_bytes(head[18:20], "little" if head[5] == 1 else "big")
     want = ELF_MACHINES.get((machine or "aarch64").strip())
     if want is not None and got != want:

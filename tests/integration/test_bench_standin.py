@@ -1,15 +1,15 @@
 """`exporter bench` end to end through the STAND-IN adb (tests/standin_adb; a script, never a real device).
 
-The stand-in runs pushed executables on this machine, so the harness it runs is a host binary: the wrong-arch
-check is bypassed with the test-only EXPORTER_STANDIN_HOST_HARNESS=1 (refused with a real adb). The real host
-harness on a real tiny .pte is used where it can be built; the fake harness script covers orchestration and
-failure paths quickly.
+The stand-in runs pushed executables on this machine and answers `uname -m` from it, so it is an x86_64 device
+and the host-built harness is the right architecture for it. The real host harness on a real tiny .pte is used
+where it can be built; the fake harness script covers orchestration and failure paths quickly.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import platform
 import os
 import subprocess
 import sys
@@ -21,19 +21,14 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "standin_adb"))
 from standin import FAKE_HARNESS, FAKE_LLAMA_MAIN, StandIn  # noqa: E402
 
 from exporter.profiles import load_profile
+from conftest import fake_export
 
 S24, X100 = "R5CX10S24", "10AD5X100P"
 
 
-def make_export(folder: Path, pte_bytes: bytes, *, profile="sm8650", max_seq_len=64) -> Path:
-    folder.mkdir(parents=True, exist_ok=True)
-    (folder / "model.pte").write_bytes(pte_bytes)
-    (folder / "tokenizer.json").write_text('{"model": {"type": "BPE", "vocab": {}}}')
-    manifest = {"pte": {"file": "model.pte", "bytes": len(pte_bytes), "sha256": hashlib.sha256(pte_bytes).hexdigest()},
-                "profile": {"id": profile}, "recipe": {"label": "8da4w-g32"}, "max_seq_len": max_seq_len,
-                "model": {"id": "test/tiny"}, "versions": {"executorch": "1.5.1", "torch": "2.13.0"}}
-    (folder / "manifest.json").write_text(json.dumps(manifest))
-    return folder
+def make_export(folder: Path, pte_bytes: bytes | None = None, *, payload: bytes = b"", profile="sm8650", max_seq_len=64) -> Path:
+    return fake_export(folder, pte=pte_bytes, payload=payload, **{"profile.id": profile, "max_seq_len": max_seq_len,
+                                                                 "context.requested": max_seq_len})
 
 
 def run_cli(args, env_extra, timeout=300):
@@ -46,7 +41,7 @@ def run_cli(args, env_extra, timeout=300):
 
 @pytest.fixture
 def export(tmp_path):
-    return make_export(tmp_path / "tiny", os.urandom(40_000))
+    return make_export(tmp_path / "tiny", payload=os.urandom(40_000))
 
 
 def bench_args(folder, *extra):
@@ -54,13 +49,10 @@ def bench_args(folder, *extra):
             "--no-cooldown", "--json", *extra]
 
 
-HOST_OK = {"EXPORTER_STANDIN_HOST_HARNESS": "1"}
-
-
 def test_bench_fake_harness_end_to_end(tmp_path, export):
     s = StandIn.phones(tmp_path, S24)
     out_dir = tmp_path / "out"
-    p = run_cli(bench_args(export, "--serial", S24, "--out-dir", out_dir), {**s.env, **HOST_OK})
+    p = run_cli(bench_args(export, "--serial", S24, "--out-dir", out_dir), s.env)
     assert p.returncode == 0, p.stderr
     rows = json.loads(p.stdout)["rows"]
     prof = load_profile("sm8650")
@@ -71,7 +63,7 @@ def test_bench_fake_harness_end_to_end(tmp_path, export):
         assert r["decode_tps_mean"] > 0 and r["n_runs"] == 2
         assert r["cpu_set"] == ",".join(map(str, prof.cpu_set)) and r["threads"] == prof.threads
         assert r["bandwidth_gbps"] == prof.memory.bandwidth_gbps
-        assert r["roofline_decode_tps"] == pytest.approx(prof.memory.bandwidth_gbps * 1e9 / 40_000)
+        assert r["roofline_decode_tps"] == pytest.approx(prof.memory.bandwidth_gbps * 1e9 / (export / "model.pte").stat().st_size)
         assert r["battery_level"] == 87 and r["battery_status"] == "charging"
         assert 30 < r["temp_c_before"] < 45 and len(r["cpu_freq_khz_before"]) == 8
         assert r["pte_sha256"] == hashlib.sha256((export / "model.pte").read_bytes()).hexdigest()
@@ -81,7 +73,7 @@ def test_bench_fake_harness_end_to_end(tmp_path, export):
     assert "not a real device" not in p.stdout  # results only on stdout
     # second run: export and harness already on the phone, nothing pushed again
     pushes = log.count("PUSH ")
-    p2 = run_cli(bench_args(export, "--serial", S24), {**s.env, **HOST_OK})
+    p2 = run_cli(bench_args(export, "--serial", S24), s.env)
     assert p2.returncode == 0, p2.stderr
     assert s.log(S24).count("PUSH ") == pushes
 
@@ -89,36 +81,44 @@ def test_bench_fake_harness_end_to_end(tmp_path, export):
 def test_markdown_is_default_output(tmp_path, export):
     s = StandIn.phones(tmp_path, S24)
     args = [a for a in bench_args(export, "--serial", S24) if a != "--json"]
-    p = run_cli(args, {**s.env, **HOST_OK})
+    p = run_cli(args, s.env)
     assert p.returncode == 0, p.stderr
     assert p.stdout.startswith("| model |") and "pp8+tg4" in p.stdout
 
 
-def test_wrong_architecture_without_test_switch(tmp_path, export):
+def test_runner_for_another_architecture_is_refused_before_pushing(tmp_path, export):
     s = StandIn.phones(tmp_path, S24)
-    p = run_cli(bench_args(export, "--serial", S24), s.env)
+    other = {"x86_64": 183, "aarch64": 62}.get(platform.machine(), 62)  # EM_AARCH64 / EM_X86_64
+    elf = tmp_path / "runner"
+    elf.write_bytes(b"\x7fELF\x02\x01\x01" + b"\0" * 11 + other.to_bytes(2, "little") + b"\0" * 44)
+    args = [a if a != FAKE_HARNESS else elf for a in bench_args(export, "--serial", S24)]
+    p = run_cli(args, s.env)
     assert p.returncode == 7 and "wrong architecture" in p.stderr and p.stdout == ""
+    assert "PUSH " not in s.log(S24)
+    elf.write_text("plain text")
+    p = run_cli(args, s.env)
+    assert p.returncode == 7 and "neither an ELF executable nor a #! script" in p.stderr
 
 
 def test_pte_that_fails_to_load_shows_its_error(tmp_path):
     s = StandIn.phones(tmp_path, S24)
-    export = make_export(tmp_path / "bad", b"BAD!" + os.urandom(1000))
-    p = run_cli(bench_args(export, "--serial", S24), {**s.env, **HOST_OK})
+    export = make_export(tmp_path / "bad", payload=b"BAD!" + os.urandom(1000))
+    p = run_cli(bench_args(export, "--serial", S24), s.env)
     assert p.returncode == 7, p.stderr
     assert "InvalidProgram" in p.stderr and p.stdout == ""
 
 
 def test_unplugged_mid_run_reports_nothing(tmp_path, export):
     s = StandIn.phones(tmp_path, S24, **{S24: {"faults": {"unplug_when_shell_contains": "--prompt-len 8"}}})
-    p = run_cli(bench_args(export, "--serial", S24), {**s.env, **HOST_OK})
+    p = run_cli(bench_args(export, "--serial", S24), s.env)
     assert p.returncode == 6, p.stderr
     assert "disconnected" in p.stderr and p.stdout == ""
 
 
 def test_several_phones_partial_failure(tmp_path):
     s = StandIn.phones(tmp_path, S24, X100, **{X100: {"faults": {"unplug_when_shell_contains": "--prompt-len 4"}}})
-    export = make_export(tmp_path / "tiny", os.urandom(20_000))
-    p = run_cli(bench_args(export, "--serial", S24, "--serial", X100), {**s.env, **HOST_OK})
+    export = make_export(tmp_path / "tiny", payload=os.urandom(20_000))
+    p = run_cli(bench_args(export, "--serial", S24, "--serial", X100), s.env)
     assert p.returncode == 8, p.stderr
     rows = json.loads(p.stdout)["rows"]
     by = {(r["serial"], r["prompt_len"]): r for r in rows}
@@ -131,15 +131,15 @@ def test_several_phones_partial_failure(tmp_path):
 
 def test_several_phones_need_serial(tmp_path, export):
     s = StandIn.phones(tmp_path, S24, X100)
-    p = run_cli(bench_args(export), {**s.env, **HOST_OK})
+    p = run_cli(bench_args(export), s.env)
     assert p.returncode == 6 and "--serial" in p.stderr
 
 
 def test_cooldown_waits_and_is_recorded(tmp_path, export):
-    s = StandIn.phones(tmp_path, S24, **{S24: {"thermal_sequence_mC": [48000, 47000, 41000]}})
+    s = StandIn.phones(tmp_path, S24, **{S24: {"thermal_sequence_mC": [48000, 48000, 48000, 47000, 41000]}})
     args = ["bench", export, "--serial", S24, "--harness", FAKE_HARNESS, "--prompt-lengths", "4", "--gen", "2",
             "--repeat", "2", "--cooldown-temp", "45", "--cooldown-timeout", "30", "--json"]
-    p = run_cli(args, {**s.env, **HOST_OK})
+    p = run_cli(args, s.env)
     assert p.returncode == 0, p.stderr
     row = json.loads(p.stdout)["rows"][0]
     first, second = row["samples"]
@@ -152,7 +152,7 @@ def test_llama_main_runner(tmp_path, export):
     s = StandIn.phones(tmp_path, S24)
     args = ["bench", export, "--serial", S24, "--runner", "llama_main", "--harness", FAKE_LLAMA_MAIN,
             "--prompt-lengths", "6", "--gen", "3", "--repeat", "2", "--no-cooldown", "--json"]
-    p = run_cli(args, {**s.env, **HOST_OK})
+    p = run_cli(args, s.env)
     assert p.returncode == 0, p.stderr
     row = json.loads(p.stdout)["rows"][0]
     assert row["runner"] == "llama_main" and row["n_runs"] == 2
@@ -197,7 +197,7 @@ def test_bench_real_harness_binary_through_standin(tmp_path, harness_binary, tin
     export = make_export(tmp_path / "real", tiny_pte_bytes, max_seq_len=32)
     args = ["bench", export, "--serial", S24, "--harness", harness_binary, "--prompt-lengths", "4,8", "--gen", "4",
             "--repeat", "2", "--threads", "1", "--no-cooldown", "--json"]
-    p = run_cli(args, {**s.env, **HOST_OK})
+    p = run_cli(args, s.env)
     assert p.returncode == 0, p.stderr
     rows = json.loads(p.stdout)["rows"]
     assert [r["status"] for r in rows] == ["ok", "ok"]

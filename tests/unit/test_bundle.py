@@ -48,7 +48,7 @@ def test_bundle_copies_template_and_writes_config(tmp_path):
     assert cfg["model_id"] == "HuggingFaceTB/SmolLM2-135M-Instruct"
     assert (cfg["bos_id"], cfg["eos_ids"], cfg["threads"], cfg["max_seq_len"]) == (0, [1], 4, 512)
     assert cfg["chat_template"] == CHATML
-    assert (cfg["profile_id"], cfg["recipe"], cfg["embedded"]) == ("sm8650", "8da4w-g32", False)
+    assert (cfg["profile_id"], cfg["recipe"], cfg["embedded"]) == ("sm8650", "8da4w-g32+emb4w-g64", False)
     assert cfg["pte_sha256"] == json.loads((export / "manifest.json").read_text())["pte"]["sha256"]
     assert not (app / bundle.EMBED_ASSET_DIR).exists()
     assert result.warnings == ()

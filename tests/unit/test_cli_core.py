@@ -79,14 +79,18 @@ def test_unsupported_architecture_lists_supported(capsys, tmp_path):
 def test_context_beyond_profile_maximum(capsys, tiny_models, tmp_path):
     code, _, err = run_cli(capsys, "export", "--model", str(tiny_models["llama"]), "--device", "sm7475",
                            "--max-seq-len", "8192", "-o", str(tmp_path / "o"))
-    assert code == 4 and "exceeds the maximum 2048 of profile sm7475" in err
+    assert code == 2 and "exceeds the maximum 2048 of profile sm7475" in err
 
 
-def test_context_beyond_model_limit(capsys, tiny_models, tmp_path):
+def test_context_beyond_model_limit_is_capped_with_a_notice(tiny_models, tmp_path):
+    from exporter.build.plan import build_plan
+
     # the tiny models have max_position_embeddings=256
-    code, _, err = run_cli(capsys, "export", "--model", str(tiny_models["llama"]), "--device", "sm8650",
-                           "--max-seq-len", "1024", "-o", str(tmp_path / "o"))
-    assert code == 4 and "model's limit of 256" in err
+    plan = build_plan(tiny_models["llama"], "sm8650", tmp_path / "o", max_seq_len=1024)
+    assert (plan.max_seq_len, plan.context.requested, plan.context.model_limit, plan.context.capped) == (256, 1024, 256, True)
+    assert any("capped to 256" in n for n in plan.notices)
+    within = build_plan(tiny_models["llama"], "sm8650", tmp_path / "o", max_seq_len=128)
+    assert (within.max_seq_len, within.context.capped, within.notices) == (128, False, ())
 
 
 def test_existing_output_is_refused_without_force(capsys, tiny_models, tmp_path):
@@ -94,7 +98,7 @@ def test_existing_output_is_refused_without_force(capsys, tiny_models, tmp_path)
     out.mkdir()
     (out / "model.pte").write_bytes(b"precious")
     code, _, err = run_cli(capsys, "export", "--model", str(tiny_models["llama"]), "--device", "sm8650", "--max-seq-len", "64", "-o", str(out))
-    assert code == 4 and "already exists" in err and "--force" in err
+    assert code == 10 and "already exists" in err and "--force" in err
     assert (out / "model.pte").read_bytes() == b"precious"
 
 
@@ -106,7 +110,7 @@ def test_bad_recipe_override(capsys, tiny_models, tmp_path):
 
 def test_verify_on_non_export_folder(capsys, tmp_path):
     code, _, err = run_cli(capsys, "verify", str(tmp_path))
-    assert code == 5 and "no manifest.json" in err
+    assert code == 11 and "no manifest.json" in err
 
 
 def test_builtin_model_missing_is_explained(monkeypatch, capsys, tmp_path):

@@ -47,8 +47,13 @@ def test_push_verifies_and_resumes(standin, export_dir):
     assert [f.action for f in again.files] == ["skipped"] * 3
     assert s.log(S24).count("PUSH ") == pushes_before
     # a local file that no longer matches its manifest is never pushed as if it were the export
-    (export_dir / "tokenizer.json").write_text('{"model": {"type": "Unigra"}}')
+    tampered = bytearray(files["tokenizer.json"])
+    tampered[-2] ^= 0x01  # same size: only the hash can tell
+    (export_dir / "tokenizer.json").write_bytes(bytes(tampered))
     with pytest.raises(ArtifactError, match="does not match its manifest"):
+        push(export_dir)
+    (export_dir / "tokenizer.json").write_text('{}')
+    with pytest.raises(ArtifactError, match="its manifest says"):
         push(export_dir)
     # a file changed on the phone is pushed again, the others are skipped
     (s.root(S24) / REMOTE.lstrip("/") / "tokenizer.json").write_text("changed")
