@@ -20,7 +20,9 @@ from click.testing import CliRunner
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "standin_adb"))
 from standin import ADB, StandIn  # noqa: E402
 
+from conftest import fake_export
 from exporter.app import bench as app_bench
+from exporter.artifact import Artifact
 from exporter.device.adb import Adb
 from exporter.app.bench import run_app_bench
 from exporter.app.bundle import APP_PACKAGE, app_versions
@@ -150,19 +152,9 @@ def _install_shims(root: Path) -> None:
 
 
 def make_export(folder: Path) -> Path:
-    folder.mkdir(parents=True)
-    pte = folder / "model.pte"
-    pte.write_bytes(hashlib.sha256(b"app-bench").digest() * 1024)
-    (folder / "tokenizer.json").write_text('{"version": "1.0", "added_tokens": [], "model": {"type": "BPE"}}')
-    data = pte.read_bytes()
-    (folder / "manifest.json").write_text(json.dumps({
-        "model": {"id": "HuggingFaceTB/SmolLM2-135M-Instruct"},
-        "tokenizer": {"file": "tokenizer.json", "bos_id": 1, "eos_ids": [2]}, "chat_template": None,
-        "threads": 4, "cpu_set": [4, 5, 6, 7], "max_seq_len": 512,
-        "pte": {"file": "model.pte", "bytes": len(data), "sha256": hashlib.sha256(data).hexdigest()},
-        "profile": {"id": "sm8650"}, "recipe": {"label": "8da4w-g32"},
-        "versions": {"executorch": "1.5.1", "torch": "2.13.0", "torchao": "0.18.0"}}))
-    return folder
+    return fake_export(folder, payload=hashlib.sha256(b"app-bench").digest() * 1024,
+                       **{"model.id": "HuggingFaceTB/SmolLM2-135M-Instruct", "threads": 4, "cpu_set": [4, 5, 6, 7],
+                          "max_seq_len": 512, "context.requested": 512})
 
 
 @pytest.fixture
@@ -193,7 +185,7 @@ def _bench(export, **kw):
 
 
 def test_app_bench_launches_waits_pulls_and_validates(phone, export):
-    push_artifact(Adb(S24), export)
+    push_artifact(Adb(S24), Artifact.open(export))
     result, doc = _bench(export, prompt_len=32, gen_len=16, reps=3, warmup=2)
     assert len(result.runs) == 3 and all(set(RUN_FIELDS) <= set(r) for r in result.runs)
     assert (result.prompt_len, result.gen_len, result.runner) == (32, 16, "android_app")
@@ -206,11 +198,11 @@ def test_app_bench_launches_waits_pulls_and_validates(phone, export):
     assert set(call["extras"]) <= set(app_bench.INTENT_EXTRAS)
     assert phone.results() == []  # pulled, then removed from the phone
     # the runtime's thread count differs from the profile's (LlmModule sets its own): said, not hidden
-    assert any("threads" in w for w in result.device["warnings"])
+    assert any("threads" in w for w in result.device.warnings)
 
 
 def test_cli_app_bench_reports_like_bench(phone, export):
-    push_artifact(Adb(S24), export)
+    push_artifact(Adb(S24), Artifact.open(export))
     runner = CliRunner()
     res = runner.invoke(cli, ["app-bench", str(export), "--serial", S24, "-p", "32", "--gen", "16", "-r", "2",
                               "--json"])
@@ -226,7 +218,7 @@ def test_cli_app_bench_reports_like_bench(phone, export):
 
 
 def test_fixed_prompt_is_sent_and_real_token_count_reported(phone, export):
-    push_artifact(Adb(S24), export)
+    push_artifact(Adb(S24), Artifact.open(export))
     result, _ = _bench(export, prompt="Tell me about phones", gen_len=8, reps=1)
     [call] = phone.calls()
     assert call["extras"]["prompt"] == ["--es", "Tell me about phones"]
@@ -254,21 +246,21 @@ def test_model_not_pushed(phone, export):
 
 
 def test_failure_on_the_phone_is_reported(phone, export):
-    push_artifact(Adb(S24), export)
+    push_artifact(Adb(S24), Artifact.open(export))
     phone.set(mode="error")
     with pytest.raises(AppError, match="error 34"):
         _bench(export)
 
 
 def test_results_off_schema_are_rejected(phone, export):
-    push_artifact(Adb(S24), export)
+    push_artifact(Adb(S24), Artifact.open(export))
     phone.set(mode="bad_schema")
     with pytest.raises(AppError, match="decode_tps"):
         _bench(export)
 
 
 def test_no_results_times_out(phone, export):
-    push_artifact(Adb(S24), export)
+    push_artifact(Adb(S24), Artifact.open(export))
     phone.set(mode="silent")
     with pytest.raises(AppError, match="no results from the app after 1 s"):
         _bench(export, timeout_s=1, poll_s=0.2)
