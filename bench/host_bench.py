@@ -422,22 +422,25 @@ def summarize(engine: str, label: str, weights_bytes: int | None, prompt_len: in
 
 def bench_pte(args: argparse.Namespace, prompt_len: int) -> tuple[dict, list[dict]]:
     """The harness on the host via exporter's own `bench --host` code path."""
-    from exporter.device.bench import BenchSpec, ExportInfo, run_bench
+    from exporter.artifact import Artifact
+    from exporter.device.bench import BenchSpec, run_bench
     from exporter.report import build_rows
 
-    spec = BenchSpec(prompt_lengths=(prompt_len,), gen_len=args.gen, reps=args.repeat, warmup=args.warmup,
-                     threads=args.threads, cooldown_temp_c=None)
-    info = ExportInfo.load(args.export)
+    threads = (args.threads,) if args.threads else ()
+    spec = BenchSpec(prompt_lengths=(prompt_len,), gen_lengths=(args.gen,), reps=args.repeat, warmup=args.warmup,
+                     threads=threads, cooldown_temp_c=None)
+    artifact = Artifact.open(args.export)
+    pte_bytes = artifact.manifest.pte.bytes
     before, probe = loadavg(), CpuProbe()
-    label = f".pte {info.recipe or ''} (ExecuTorch harness)".replace("  ", " ")
+    label = f".pte {artifact.manifest.recipe.label} (ExecuTorch harness)"
     try:
-        results = run_bench(args.export, spec, host=True, say=say, warn=say)
+        results = run_bench(artifact, spec, host=True, say=say, warn=say)
     except Exception as err:  # noqa: BLE001 - a failed engine keeps its row
-        return summarize("pte", label, info.pte_bytes, prompt_len, args, [], f"{type(err).__name__}: {err}",
+        return summarize("pte", label, pte_bytes, prompt_len, args, [], f"{type(err).__name__}: {err}",
                          before, probe=probe), []
-    rows = build_rows(results, info)
+    rows = build_rows(results, artifact)
     r = results[0]
-    return summarize("pte", label, info.pte_bytes, prompt_len, args, r.runs if r.ok else [], r.error, before,
+    return summarize("pte", label, pte_bytes, prompt_len, args, r.runs if r.ok else [], r.error, before,
                      {"bandwidth_gbps": rows[0]["bandwidth_gbps"],
                       "roofline_decode_tps": rows[0]["roofline_decode_tps"]}, probe), rows
 

