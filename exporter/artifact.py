@@ -35,14 +35,18 @@ MAX_MANIFEST_BYTES = 16 << 20  # a manifest is a few KB; a chat template may add
 _PTE_IDENTIFIER = re.compile(rb"ET\d\d")
 
 
+_PLAIN_NAME = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$"
+
+
 def _plain_name(name: str) -> str:
     """A file name inside the export folder: no directories, no '..', nothing hidden, no odd characters."""
-    if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}", name) or name in (".", ".."):
+    if not re.fullmatch(_PLAIN_NAME, name):
         raise ValueError(f"{name!r} is not a plain file name inside the export folder")
     return name
 
 
-FileName = Annotated[str, AfterValidator(_plain_name)]
+# The pattern is for the published JSON Schema; the validator gives the message people read.
+FileName = Annotated[str, AfterValidator(_plain_name), Field(json_schema_extra={"pattern": _PLAIN_NAME})]
 Sha256 = Annotated[str, Field(pattern=r"^[0-9a-f]{64}$")]
 Count = Annotated[int, Field(ge=0, strict=True)]
 

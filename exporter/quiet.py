@@ -1,7 +1,7 @@
 """A quiet terminal: other libraries' warnings, progress bars and C++ log lines stay hidden unless asked for.
 
 `exporter -v` (or EXPORTER_VERBOSE=1 / EXPORTER_DEBUG=1) shows them. Known-harmless Python warnings are
-filtered (see EXECUTORCH_NOTES.md); what the ExecuTorch C++ runtime logs straight to file descriptor 2 is
+filtered; what the ExecuTorch C++ runtime logs straight to file descriptor 2 is
 captured by `native_logs` and only shown when something fails.
 """
 

@@ -18,8 +18,15 @@ def _profile() -> dict[str, Any]:
     return profile_json_schema()
 
 
+def _manifest() -> dict[str, Any]:
+    from .artifact import manifest_json_schema
+
+    return manifest_json_schema()
+
+
 SCHEMA_FILES: dict[str, Callable[[], dict[str, Any]]] = {
     "profile.schema.json": _profile,
+    "manifest.schema.json": _manifest,
 }
 
 

@@ -1,8 +1,8 @@
 """An exportable decoder with a static KV cache, built from a Hugging Face causal LM's config and weights.
 
 Why not export the transformers module itself: its cache and attention stay ATen ops, which decode at a
-fraction of the speed of ExecuTorch's fused `llama::custom_sdpa` / `llama::update_cache` kernels (see
-EXECUTORCH_NOTES.md). The families below share one layer shape (pre-norm, RoPE, GQA attention, gated MLP)
+fraction of the speed of ExecuTorch's fused `llama::custom_sdpa` / `llama::update_cache` kernels (measured
+in docs/benchmarks.md). The families below share one layer shape (pre-norm, RoPE, GQA attention, gated MLP)
 and differ only in a few switches, so one small module covers all of them. Rotary tables come from the
 transformers model's own rotary embedding, so every rope scaling type it supports (llama3, yarn, longrope,
 dynamic) is honoured without re-implementing it.

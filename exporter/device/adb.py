@@ -13,7 +13,6 @@ import os
 import re
 import shlex
 import subprocess
-import sys
 import threading
 from dataclasses import dataclass
 from pathlib import Path
@@ -198,10 +197,6 @@ class Adb:
     def _argv(self, *args: str) -> list[str]:
         return [self.adb, "-s", self.serial, *args]
 
-    def client_version(self) -> str:
-        proc = _run_client([self.adb, "version"], timeout=30, action="query adb version", serial=None)
-        return proc.stdout.strip()
-
     def shell(self, command: str, *, check: bool = True, timeout: float | None = -1.0,
               action: str | None = None) -> ShellResult:
         """Run `command` with the phone's sh; return its exit code, stdout and stderr.
@@ -338,25 +333,3 @@ def parse_df_available_kb(text: str) -> int:
 def _short(command: str, n: int = 60) -> str:
     command = " ".join(command.split())
     return command if len(command) <= n else command[: n - 3] + "..."
-
-
-def is_standin(adb: Adb) -> bool:
-    """True when the adb client is the test stand-in (tests/standin_adb), never for a real adb."""
-    return "exporter stand-in adb" in adb.client_version()
-
-
-if __name__ == "__main__":  # pragma: no cover - debugging aid
-    print(list_devices(sys.argv[1] if len(sys.argv) > 1 else None))
-
-
-def split_sections(text: str) -> dict[str, list[str]]:
-    """Split the output of a multi-part shell script whose parts start with '@@name' lines."""
-    out: dict[str, list[str]] = {}
-    name = None
-    for line in text.splitlines():
-        if line.startswith("@@"):
-            name = line[2:].strip()
-            out[name] = []
-        elif name is not None:
-            out[name].append(line)
-    return out

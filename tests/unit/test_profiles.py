@@ -392,3 +392,22 @@ def test_shipped_schema_file_is_current_and_validates_every_shipped_profile():
         assert f.read_text().startswith("# yaml-language-server: $schema=../docs/schemas/profile.schema.json")
     typo = {"extends": "sm8650", "runtime": {"thread": 4}}
     assert list(validator.iter_errors(typo)), "the schema must flag unknown keys as they are typed"
+
+
+def test_shipped_manifest_schema_is_current_and_accepts_a_written_manifest(tmp_path):
+    """docs/schemas/manifest.schema.json must be the generated one and describe what export writes."""
+    import json
+
+    import jsonschema
+
+    from conftest import fake_export
+    from exporter.schemas import SCHEMA_FILES
+
+    on_disk = json.loads((REPO / "docs" / "schemas" / "manifest.schema.json").read_text())
+    assert on_disk == SCHEMA_FILES["manifest.schema.json"](), "run `python -m exporter.schemas` to regenerate"
+    validator = jsonschema.Draft202012Validator(on_disk)
+    written = json.loads((fake_export(tmp_path / "e") / "manifest.json").read_text())
+    assert list(validator.iter_errors(written)) == []
+    written["pte"]["file"] = "../outside.pte"
+    written["max_seq_len"] = "64"
+    assert len(list(validator.iter_errors(written))) >= 2
