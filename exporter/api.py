@@ -12,13 +12,14 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Sequence, Unpack
 
 from .artifact import Artifact, Manifest, VerificationRecord, check_output_free, output_lock
 from .errors import Interrupted, VerificationError
 from .profiles import DeviceProfile, list_profiles, load_profile
 
 if TYPE_CHECKING:
+    from .build.plan import PlanOptions
     from .device.bench import TestResult
     from .device.detect import ConnectedDevice
     from .device.push import PushResult
@@ -51,13 +52,6 @@ def export(
     *,
     device: str | os.PathLike | DeviceProfile,
     output: str | os.PathLike | None = None,
-    recipe: str | None = None,
-    quant: str | None = None,
-    group_size: int | None = None,
-    embedding_quant: str | None = None,
-    max_seq_len: int | None = None,
-    serial: str | None = None,
-    adb: str | os.PathLike | None = None,
     force: bool = False,
     verify: bool = True,
     text: str | None = None,
@@ -65,9 +59,11 @@ def export(
     chunks: int = 4,
     chunk_len: int = 256,
     progress: Say = _nop,
+    **options: Unpack[PlanOptions],
 ) -> ExportResult:
     """Export `model` (a Hub id, a folder, a .gguf, or None for the built-in SmolLM2) for `device` (a profile
-    id, a profile YAML path, or "auto" for the phone on adb) into `output` (default out/<model>-<profile>).
+    id, a profile YAML path, or "auto" for the phone on adb) into `output` (default out/<model>-<profile>);
+    `options` (recipe, quant, group_size, embedding_quant, max_seq_len, serial, adb) are build.plan.PlanOptions.
 
     The destination is checked and locked before any work; the folder appears whole at the end or not at all.
     With `verify`, the .pte is then compared with the eager model on the host and the outcome is recorded in
@@ -76,8 +72,7 @@ def export(
     from .build.export import run_export
     from .build.plan import build_plan
 
-    plan = build_plan(model, device, output, recipe=recipe, quant=quant, group_size=group_size,
-                      embedding_quant=embedding_quant, max_seq_len=max_seq_len, serial=serial, adb_path=adb)
+    plan = build_plan(model, device, output, **options)
     for notice in plan.notices:
         progress(notice)
     check_output_free(plan.output, force)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TypedDict, Unpack
 
 from ..errors import UsageError
 from ..profiles import DeviceProfile, load_profile
@@ -65,22 +66,24 @@ def default_output(source: ModelSource, profile: DeviceProfile) -> Path:
     return Path("out") / f"{name.lower()}-{profile.id}"
 
 
-def build_plan(
-    model: str | None,
-    device: str | os.PathLike | DeviceProfile,
-    output: str | os.PathLike | None = None,
-    *,
-    recipe: str | None = None,
-    quant: str | None = None,
-    group_size: int | None = None,
-    embedding_quant: str | None = None,
-    max_seq_len: int | None = None,
-    serial: str | None = None,
-    adb_path: str | os.PathLike | None = None,
-) -> ExportPlan:
-    """Validate an export before it starts. `recipe` is a full label (`8da4w-g64+emb8w`); `quant`,
-    `group_size`, `embedding_quant` override single fields of the profile's (or that) recipe."""
-    profile, notices = resolve_profile(device, serial=serial, adb_path=adb_path)
+class PlanOptions(TypedDict, total=False):
+    """What a user may choose beyond model, device and output (the CLI's flags, the API's keywords)."""
+
+    recipe: str | None  # a full label (`8da4w-g64+emb8w`) instead of the profile's recipe
+    quant: str | None  # these three override single fields of that recipe
+    group_size: int | None
+    embedding_quant: str | None
+    max_seq_len: int | None  # default: the profile's context length, capped to the model's limit
+    serial: str | None  # with device "auto": which phone to detect
+    adb: str | os.PathLike | None  # the adb client (default: EXPORTER_ADB, then PATH)
+
+
+def build_plan(model: str | None, device: str | os.PathLike | DeviceProfile, output: str | os.PathLike | None = None,
+               **options: Unpack[PlanOptions]) -> ExportPlan:
+    """Validate an export before it starts (see PlanOptions for the choices)."""
+    recipe, quant, group_size, embedding_quant, max_seq_len = (
+        options.get(k) for k in ("recipe", "quant", "group_size", "embedding_quant", "max_seq_len"))
+    profile, notices = resolve_profile(device, serial=options.get("serial"), adb_path=options.get("adb"))
     base = parse_label(recipe) if recipe else profile.recipe
     overrides: dict = {"recipe": base.label()} if recipe else {}
     fields = {k: v for k, v in {"linear": quant, "group_size": group_size, "embedding": embedding_quant}.items()

@@ -333,3 +333,16 @@ def parse_df_available_kb(text: str) -> int:
 def _short(command: str, n: int = 60) -> str:
     command = " ".join(command.split())
     return command if len(command) <= n else command[: n - 3] + "..."
+
+
+def split_sections(text: str) -> dict[str, list[str]]:
+    """Split the output of a multi-part shell script whose parts start with '@@name' lines."""
+    out: dict[str, list[str]] = {}
+    name = None
+    for line in text.splitlines():
+        if line.startswith("@@"):
+            name = line[2:].strip()
+            out[name] = []
+        elif name is not None:
+            out[name].append(line)
+    return out
