@@ -130,8 +130,13 @@ def test_recipes_follow_the_hardware():
         p = load_profile(pid)
         assert p.memory.typical_ram_gb >= 12 and p.memory.bandwidth_gbps > 80
         assert (p.default_seq_len, p.max_seq_len) == (2048, 8192), pid
-    labels = {load_profile(pid).recipe.label() for pid in ("sm8850", "mt6993")}
-    assert labels == {"8da4w-g32+emb4w-g64"}
+    # the lm_head goes to 8 bits exactly where bandwidth is >= 84 GB/s with 12 GB: the 8 Elite class
+    for p in list_profiles():
+        fast = p.memory.bandwidth_gbps >= 84 and p.memory.typical_ram_gb >= 12
+        want = "8da4w-g32+emb4w-g64+out8w" if fast else "8da4w-g32+emb4w-g64"
+        assert p.recipe.label() == want, p.id
+        assert (p.default_seq_len, p.max_seq_len) == (2048, 8192) or not fast, p.id
+    assert {p.id for p in list_profiles() if p.recipe.output == "8w"} >= {"sm8850", "mt6993", "sm8750", "mt6991"}
 
 
 # --------------------------------------------------------------------------------------------- detection
@@ -255,3 +260,55 @@ def test_wrong_sme2_expectation_is_flagged(phone, tmp_path):
     d = describe(Adb(phone("sm8850")), profiles=[prof])
     assert d.profile_id == "sm8850"
     assert any("expects sme2 but the phone does not report it" in w for w in d.warnings)
+
+
+# --------------------------------------------------------------------------------------------- the flagship recipe
+
+
+@pytest.mark.slow
+def test_flagship_recipe_with_8bit_lm_head_lowers_and_matches_eager(tmp_path):
+    """The 85 GB/s profiles quantize the lm_head to 8 bits (`+out8w`): that export must lower to XNNPACK and
+    agree with the eager model quantized the same way (a tiny Llama; the .pte runs on this host)."""
+    import torch
+
+    from conftest import make_tiny_model
+    from exporter.artifact import PTE
+    from exporter.build.export import CALIBRATION_TOKENS, run_export
+    from exporter.build.model import build_static_lm
+    from exporter.build.plan import build_plan
+    from exporter.build.recipes import apply_recipe, collect_importance
+    from exporter.build.source import load_model, load_tokenizer, resolve_source, sample_text
+    from exporter.verification import PteDecoder
+
+    folder = make_tiny_model(tmp_path / "llama", "llama")
+    out = tmp_path / "out"
+    plan = build_plan(str(folder), "sm8850", out, max_seq_len=64)
+    assert plan.recipe.output == "8w"
+    manifest = run_export(plan).manifest
+    assert manifest.recipe.label == "8da4w-g32+emb4w-g64+out8w"
+    assert manifest.recipe.applied.output == "8da8w-per-channel"
+    assert manifest.export.delegated_calls > 0
+    # the 8-bit lm_head runs inside XNNPACK too: no matmul is left to the portable kernels, and the one
+    # dequantize left is the 4-bit embedding table's (the 4-bit profiles' exports leave the same one)
+    ops = manifest.export.non_delegated_ops
+    assert not [op for op in ops if "mm" in op or "linear" in op], ops
+    assert ops.get("torchao.dequantize_affine.default") == 1 and "aten.embedding.default" in ops, ops
+
+    src = resolve_source(str(folder))
+    hf = load_model(src)
+    lm = build_static_lm(hf, 64)
+    ids = load_tokenizer(src)(sample_text(), add_special_tokens=False)["input_ids"][:CALIBRATION_TOKENS]
+    apply_recipe(lm, plan.recipe, collect_importance(hf, ids))
+    tokens = [5, 17, 42, 99, 3, 250, 7, 8, 13, 21, 34, 55]
+    got = PteDecoder(out / PTE).score(tokens, 6)
+    rows = []
+    with torch.no_grad():
+        lm.reset_cache()
+        rows.append(lm(torch.tensor([tokens[:6]]), torch.tensor([0]))[0])
+        for pos in range(6, len(tokens)):
+            rows.append(lm(torch.tensor([tokens[pos: pos + 1]]), torch.tensor([pos]))[0])
+    want = torch.stack(rows)
+    cos = torch.nn.functional.cosine_similarity(got, want, dim=-1)
+    # the same tolerance as the 4-bit export test: XNNPACK and torchao round the int8 activations differently
+    assert cos.mean() > 0.98, cos
+    assert (got.argmax(-1) == want.argmax(-1)).float().mean() >= 0.7
