@@ -26,7 +26,7 @@ from .schema import (Int, Model, NonEmptyStr, Number, describe_error, did_you_me
 
 SCHEMA_VERSION = 1
 
-ISA_FEATURES = ("asimd", "dotprod", "i8mm", "bf16", "sve", "sve2", "sme")
+ISA_FEATURES = ("asimd", "dotprod", "i8mm", "bf16", "sve", "sve2", "sme", "sme2")
 # our feature name -> the flag the Linux kernel prints on the "Features" line of /proc/cpuinfo
 CPUINFO_FLAG = {
     "asimd": "asimd",
@@ -36,12 +36,16 @@ CPUINFO_FLAG = {
     "sve": "sve",
     "sve2": "sve2",
     "sme": "sme",
+    # SME2 is its own hwcap: SME1-only cores (Snapdragon 8 Elite Gen 5) print "sme" without it
+    "sme2": "sme2",
 }
 
 # Core name -> MIDR "CPU part" (Arm implementer 0x41 unless noted). Source: Linux
 # arch/arm64/include/asm/cputype.h and Arm's Technical Reference Manuals (MIDR_EL1.PartNum).
 # A profile naming one of these cores must use this part number (catches hex typos); other names are free.
 KNOWN_CORE_PARTS = {
+    "cortex-a55": 0xD05,
+    "cortex-a78": 0xD41,
     "cortex-a510": 0xD46,
     "cortex-a710": 0xD47,
     "cortex-x2": 0xD48,
@@ -52,6 +56,11 @@ KNOWN_CORE_PARTS = {
     "cortex-x4": 0xD82,
     "cortex-x925": 0xD85,
     "cortex-a725": 0xD87,
+    # Arm C1 cores: C1-Ultra / C1-Premium from Trusted Firmware-A (include/lib/cpus/aarch64/c1_ultra.h,
+    # c1_premium.h); C1-Pro from a Dimensity 9500 /proc/cpuinfo (github.com/hrw/arm-socs-table issue #153)
+    "c1-pro": 0xD8B,
+    "c1-ultra": 0xD8C,
+    "c1-premium": 0xD90,
     "oryon": 0x001,  # Qualcomm implementer 0x51: QCOM_CPU_PART_ORYON_X1; the 8 Elite reports it too
 }
 
