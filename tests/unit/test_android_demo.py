@@ -489,7 +489,9 @@ def test_benchmark_results_name_the_load_failure_and_the_host_refuses_them():
     # the host's check of the results document stops at such a document and shows the phone's words
     spec = app_bench.AppBenchSpec(model_dir="/data/local/tmp/m", run_id="r1")
     doc = {"schema": app_bench.RESULTS_SCHEMA, "run_id": "r1", "runs": [], "error_stage": "load", "error_code": 35,
-           "error": "load failed (ExecuTorch error 0x23): LlmModule.load() failed with ExecuTorch error 0x23"}
+           "error": "load failed (ExecuTorch error 0x23): [ExecuTorch Error 0x23] Invalid program: Failed to load "
+                    "model (runtime: executorch-android 1.5.1; a .pte from a newer ExecuTorch needs an AAR of that "
+                    "release)"}
     from exporter.errors import AppError
 
     with pytest.raises(AppError, match="0x23"):

@@ -92,9 +92,9 @@ class LlmSession(val files: ModelFiles, temperature: Float) : Closeable {
         }
     }
 
+    /** The library's own text already starts with "[ExecuTorch Error 0x23] Invalid program"; the hint says why. */
     private fun loadFailureMessage(code: Int, detail: String?): String = buildString {
-        append("LlmModule.load() failed with ExecuTorch error 0x").append(Integer.toHexString(code))
-        detail?.let { append(": ").append(it) }
+        append(detail ?: "LlmModule.load() failed with ExecuTorch error 0x${Integer.toHexString(code)}")
         append(" (runtime: executorch-android ").append(BuildConfig.EXECUTORCH_VERSION)
         append("; a .pte from a newer ExecuTorch needs an AAR of that release)")
     }

@@ -123,7 +123,7 @@ class MainActivity : Activity() {
                 // The runtime refused the model: show its error code, not only the text, so the user can tell a
                 // version mismatch (0x23, 0x30) from a missing kernel (0x14) or a missing file.
                 val code = e.errorCodeHex
-                val shown = if (code != null) getString(R.string.load_failed_code, code, e.message) else e.message
+                val shown = if (code != null) getString(R.string.load_failed_code, code, e.message ?: "") else e.message
                 main.post {
                     status.text = getString(R.string.load_failed, shown ?: e.toString())
                     send.isEnabled = false
