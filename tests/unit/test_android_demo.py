@@ -508,3 +508,11 @@ def test_pinned_aar_version_is_documented_as_published():
     section = doc.split("## Versions", 1)[1].split("\n## ", 1)[0]
     assert f"`org.pytorch:executorch-android:{pin}`" in section
     assert "Evidence that" in section and "Not verified here: that" not in section
+    # the compatibility table says the pinned AAR's release reads what this exporter release writes
+    pyproject = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    pip_pin = next(d for d in pyproject["dependencies"] if d.startswith("executorch==")).split("==")[1]
+    compat = doc.split("## Compatibility", 1)[1].split("\n## ", 1)[0]
+    rows = [line for line in compat.splitlines() if line.startswith(f"| {pyproject['version']} ({pip_pin})")]
+    assert len(rows) == 1, "no compatibility row for this exporter release and its executorch pin"
+    readers = rows[0].split("|")[3]
+    assert re.search(rf"\b{re.escape(pin)}\b", readers), readers
