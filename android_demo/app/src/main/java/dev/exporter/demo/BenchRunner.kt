@@ -178,6 +178,7 @@ class BenchRunner(private val context: Context, private val config: ExporterConf
         const val STAGE_SETUP = "setup"
         const val STAGE_LOAD = "load"
         const val STAGE_RUN = "run"
+
         private const val DEFAULT_MAX_SEQ_LEN = 1024
         private const val CALIBRATION_TRIES = 4
     }
