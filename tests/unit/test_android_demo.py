@@ -92,10 +92,11 @@ def const_strings(tree) -> dict[str, str]:
 
 
 def calls(tree, *, receiver: str | None = None, methods: set[str] | None = None, inside: str | None = None):
-    """(method, first-argument node) of `receiver.method(arg, ...)` calls, optionally inside function `inside`."""
-    roots = [tree.root_node]
+    """(method, first-argument node) of `receiver.method(arg, ...)` calls, optionally inside function `inside`.
+    `tree` may be a parsed file or any node of one."""
+    roots = [getattr(tree, "root_node", tree)]
     if inside:
-        roots = [n for n in walk(tree.root_node) if n.type == "function_declaration"
+        roots = [n for n in walk(roots[0]) if n.type == "function_declaration"
                  and n.child_by_field_name("name") is not None and n.child_by_field_name("name").text.decode() == inside]
         assert roots, f"function {inside} not found"
     found = []
@@ -325,3 +326,193 @@ def test_generation_runs_off_the_ui_thread():
                     parent = parent.parent
                 assert ok, f"{name}:{node.start_point[0] + 1} calls {node.text[:40]!r} on the UI thread"
     assert checked >= 3
+
+
+# ------------------------------------------------------------------------------- the pinned LlmModule API
+#
+# Public members of org.pytorch.executorch.extension.llm.LlmModule in the pinned executorch-android release
+# (extension/android/.../llm/LlmModule.kt; identical at v1.4.1 and on main of 2026-08-22, see
+# docs/android_demo.md). Names only, read from those sources; `resetNative` is @Deprecated there for `close`.
+LLM_MODULE_API = {"load", "generate", "stop", "resetContext", "close", "prefillPrompt", "prefillImages",
+                  "prefillNormalizedImage", "prefillAudio", "prefillRawAudio"}
+LLM_MODULE_DEPRECATED = {"resetNative"}
+# LlmModuleConfig.Builder setters in the same release.
+LLM_CONFIG_BUILDER = {"modulePath", "tokenizerPath", "temperature", "dataPath", "modelType", "numBos", "numEos",
+                      "loadMode", "build"}
+
+
+def member_calls(tree, receiver: str) -> list[tuple[str, object]]:
+    """(method, call node) of every `receiver.method(...)` call, arguments or not, in source order; `tree` may be
+    a parsed file or a node."""
+    out = []
+    for node in walk(getattr(tree, "root_node", tree)):
+        if node.type != "call_expression" or node.children[0].type != "navigation_expression":
+            continue
+        nav = node.children[0]
+        if nav.children[0].type == "identifier" and nav.children[0].text.decode() == receiver:
+            out.append((nav.children[-1].text.decode(), node))
+    return sorted(out, key=lambda item: item[1].start_byte)
+
+
+def function_node(tree, name: str):
+    found = [n for n in walk(tree.root_node) if n.type == "function_declaration"
+             and n.child_by_field_name("name") is not None and n.child_by_field_name("name").text.decode() == name]
+    assert len(found) == 1, f"function {name}: {len(found)} declarations"
+    return found[0]
+
+
+def int_consts(tree) -> dict[str, int]:
+    """`const val NAME = 123` declarations of a file."""
+    out = {}
+    for node in walk(tree.root_node):
+        if node.type != "property_declaration":
+            continue
+        mods = next((c for c in node.children if c.type == "modifiers"), None)
+        value = next((c for c in node.children if c.type == "number_literal"), None)
+        if mods is not None and b"const" in mods.text and value is not None:
+            decl = next(c for c in node.children if c.type == "variable_declaration")
+            out[decl.children[0].text.decode()] = int(value.text.decode(), 0)
+    return out
+
+
+def catches(node) -> list[tuple[str, object]]:
+    """(caught type, catch block) of every catch under `node`."""
+    out = []
+    for n in walk(node):
+        if n.type == "catch_block":
+            typ = next(c for c in n.children if c.type == "user_type")
+            out.append((typ.text.decode(), n))
+    return out
+
+
+def enclosing_try_catches(call) -> set[str]:
+    """Exception types caught by the try blocks whose body holds `call`."""
+    types, node = set(), call
+    while node.parent is not None:
+        parent = node.parent
+        if parent.type == "try_expression" and node.type == "block":
+            # the try's own catch clauses, not those of tries nested in its body
+            types |= {t for t, block in catches(parent) if block.parent == parent}
+        node = parent
+    return types
+
+
+def test_no_deprecated_llm_module_calls_anywhere():
+    for path in KOTLIN_FILES:
+        text = path.read_text()
+        assert not re.search(r"\.(%s)\s*\(" % "|".join(LLM_MODULE_DEPRECATED), text), \
+            f"{path.name} calls a deprecated LlmModule method"
+
+
+def test_llm_session_uses_only_the_pinned_api():
+    tree = parse(SRC / "LlmSession.kt")
+    used = {m for m, _ in member_calls(tree, "module")}
+    assert {"load", "generate", "close", "resetContext", "stop"} <= used
+    assert used <= LLM_MODULE_API, f"not in the pinned LlmModule API: {sorted(used - LLM_MODULE_API)}"
+    # close() releases the native runner; resetNative() is only its deprecated alias
+    assert [m for m, _ in member_calls(function_node(tree, "close"), "module")] == ["close"]
+
+
+def test_bos_comes_from_the_template_text_not_the_runner():
+    """The runner prepends no BOS: the chat template's text carries it (bench/compat_check.py bos shows that
+    num_bos=1 doubles a template's BOS with a TemplateProcessing tokenizer and adds none without one)."""
+    tree = parse(SRC / "LlmSession.kt")
+    text = (SRC / "LlmSession.kt").read_text()
+    builder = re.search(r"LlmModuleConfig\.create\(\)(.*?)\.build\(\)", text, re.S)
+    assert builder, "LlmModule is not built from an LlmModuleConfig"
+    setters = re.findall(r"\.(\w+)\(([^()]*)\)", builder.group(1) + ".build()")
+    names = [name for name, _ in setters]
+    assert set(names) <= LLM_CONFIG_BUILDER, sorted(set(names) - LLM_CONFIG_BUILDER)
+    args = dict(setters)
+    assert "numBos" in args, "numBos is left to the library default"
+    consts = int_consts(tree)
+    bos = args["numBos"].strip()
+    assert (int(bos) if bos.isdigit() else consts[bos]) == 0
+    assert args.get("loadMode", "").strip() == "LlmModuleConfig.LOAD_MODE_MMAP"
+
+    # every templated prompt starts with the whole prefix, which holds the template's BOS text
+    tree = parse(SRC / "ChatPrompt.kt")
+    render = function_node(tree, "render")
+    appended = [n for n in walk(render) if n.type == "call_expression" and n.children[0].text == b"append"]
+    appended.sort(key=lambda n: n.start_byte)
+    first_arg = appended[0].children[1].children[1].text.decode()
+    assert first_arg == "config.chatPrefix"
+    # and the prefix is never trimmed: only whole turns are dropped
+    build = function_node(tree, "build").text.decode()
+    assert "chatPrefix" not in build and "turns.removeFirst()" in build
+
+    # the prefix does hold the template's BOS text when the template writes one (Llama-3 style)
+    template = ("{{ bos_token }}{% for m in messages %}<|start_header_id|>{{ m['role'] }}<|end_header_id|>\n\n"
+                "{{ m['content'] }}<|eot_id|>{% endfor %}{% if add_generation_prompt %}"
+                "<|start_header_id|>assistant<|end_header_id|>\n\n{% endif %}")
+    parts = bundle.render_chat_parts(template, "<|begin_of_text|>", "<|eot_id|>")
+    assert parts.prefix.startswith("<|begin_of_text|>") and parts.prefix.count("<|begin_of_text|>") == 1
+    assert "<|begin_of_text|>" not in parts.suffix + parts.separator
+
+
+def test_load_failures_are_caught_with_the_runtime_error_code():
+    tree = parse(SRC / "LlmSession.kt")
+    load = function_node(tree, "load")
+    [(_, call)] = [(m, n) for m, n in member_calls(load, "module") if m == "load"]
+    caught = enclosing_try_catches(call)
+    assert "ExecutorchRuntimeException" in caught, caught
+    for typ, block in catches(load):
+        if typ == "ExecutorchRuntimeException":
+            body = block.text.decode()
+            assert "errorCode" in body and "ModelLoadException" in body
+    assert "@Throws(ModelLoadException::class)" in load.text.decode()
+    # no leftover status-code probing of the pre-1.2 int-returning API
+    assert not re.search(r"status is Int", (SRC / "LlmSession.kt").read_text())
+
+
+def test_load_failure_is_shown_in_the_chat_screen():
+    tree = parse(SRC / "MainActivity.kt")
+    load_model = function_node(tree, "loadModel")
+    [(_, call)] = [(m, n) for m, n in member_calls(load_model, "loaded") if m == "load"]
+    assert "ModelLoadException" in enclosing_try_catches(call)
+    shown = [block.text.decode() for typ, block in catches(load_model) if typ == "ModelLoadException"]
+    assert any("errorCodeHex" in body and "status.text" in body and "load_failed" in body for body in shown), shown
+    strings = ET.parse(APP / "app/src/main/res/values/strings.xml").getroot()
+    names = {s.get("name") for s in strings.iter("string")}
+    assert {"load_failed", "load_failed_code", "benchmark_failed"} <= names
+
+
+def test_benchmark_results_name_the_load_failure_and_the_host_refuses_them():
+    tree = parse(SRC / "BenchRunner.kt")
+    run = function_node(tree, "run")
+    blocks = [block for typ, block in catches(run) if typ == "ModelLoadException"]
+    assert len(blocks) == 1, "BenchRunner.run does not catch ModelLoadException on its own"
+    keys = {resolve(arg, {}) for _, arg in calls(blocks[0], receiver="doc", methods={"put"})}
+    assert keys == {"error", "error_stage", "error_code"}
+    assert "STAGE_LOAD" in blocks[0].text.decode()
+    assert const_strings(tree)["STAGE_LOAD"] == "load"
+    # the host's check of the results document stops at such a document and shows the phone's words
+    spec = app_bench.AppBenchSpec(model_dir="/data/local/tmp/m", run_id="r1")
+    doc = {"schema": app_bench.RESULTS_SCHEMA, "run_id": "r1", "runs": [], "error_stage": "load", "error_code": 35,
+           "error": "load failed (ExecuTorch error 0x23): [ExecuTorch Error 0x23] Invalid program: Failed to load "
+                    "model (runtime: executorch-android 1.5.1; a .pte from a newer ExecuTorch needs an AAR of that "
+                    "release)"}
+    from exporter.errors import AppError
+
+    with pytest.raises(AppError, match="0x23"):
+        app_bench.parse_results(json.dumps(doc), spec)
+    # and the activity stays on screen with the error instead of closing
+    activity = (SRC / "BenchmarkActivity.kt").read_text()
+    assert "R.string.benchmark_failed" in activity
+
+
+def test_pinned_aar_version_is_documented_as_published():
+    versions = bundle.app_versions()
+    doc = (ROOT / "docs/android_demo.md").read_text()
+    pin = versions["executorch"]
+    section = doc.split("## Versions", 1)[1].split("\n## ", 1)[0]
+    assert f"`org.pytorch:executorch-android:{pin}`" in section
+    assert "Evidence that" in section and "Not verified here: that" not in section
+    # the compatibility table says the pinned AAR's release reads what this exporter release writes
+    pyproject = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    pip_pin = next(d for d in pyproject["dependencies"] if d.startswith("executorch==")).split("==")[1]
+    compat = doc.split("## Compatibility", 1)[1].split("\n## ", 1)[0]
+    rows = [line for line in compat.splitlines() if line.startswith(f"| {pyproject['version']} ({pip_pin})")]
+    assert len(rows) == 1, "no compatibility row for this exporter release and its executorch pin"
+    readers = rows[0].split("|")[3]
+    assert re.search(rf"\b{re.escape(pin)}\b", readers), readers

@@ -39,6 +39,7 @@ class BenchRunner(private val context: Context, private val config: ExporterConf
         val runs = JSONArray()
         doc.put("runs", runs)
         var session: LlmSession? = null
+        var stage = STAGE_SETUP
         try {
             val dir = request.modelDir ?: config?.modelDir
                 ?: throw IllegalArgumentException("no model_dir extra and no bundled config")
@@ -49,10 +50,12 @@ class BenchRunner(private val context: Context, private val config: ExporterConf
             doc.put("profile_threads", files.profileThreads ?: config?.threads ?: JSONObject.NULL)
 
             progress("loading ${files.model.name}")
+            stage = STAGE_LOAD
             // Greedy decoding: benchmark timings must not depend on sampling.
             val loaded = LlmSession(files, 0.0f)
             session = loaded
             loaded.load()
+            stage = STAGE_RUN
             val threads = DeviceStats.runtimeThreads()
             doc.put("threads_source", "LlmModule JNI default: performant cores - 1 (no Java API sets it)")
 
@@ -72,9 +75,21 @@ class BenchRunner(private val context: Context, private val config: ExporterConf
             }
             doc.put("memory", DeviceStats.memory())
             doc.put("error", JSONObject.NULL)
+            doc.put("error_stage", JSONObject.NULL)
+            doc.put("error_code", JSONObject.NULL)
+        } catch (e: ModelLoadException) {
+            // The host prints "error" as it is; it names the runtime's code so a .pte the AAR cannot read is told
+            // apart from a missing file without a logcat.
+            Log.e(TAG, "model load failed", e)
+            val code = e.errorCodeHex
+            doc.put("error", "load failed" + (code?.let { " (ExecuTorch error $it)" } ?: "") + ": ${e.message}")
+            doc.put("error_stage", STAGE_LOAD)
+            doc.put("error_code", e.errorCode ?: JSONObject.NULL)
         } catch (e: Exception) {
             Log.e(TAG, "benchmark failed", e)
             doc.put("error", "${e.javaClass.simpleName}: ${e.message}")
+            doc.put("error_stage", stage)
+            doc.put("error_code", JSONObject.NULL)
         } finally {
             session?.close()
         }
@@ -158,6 +173,12 @@ class BenchRunner(private val context: Context, private val config: ExporterConf
     companion object {
         private const val TAG = "ExporterBench"
         const val SCHEMA = "exporter-app-bench/1"
+
+        /** Where a failed benchmark stopped ("error_stage" in the results document). */
+        const val STAGE_SETUP = "setup"
+        const val STAGE_LOAD = "load"
+        const val STAGE_RUN = "run"
+
         private const val DEFAULT_MAX_SEQ_LEN = 1024
         private const val CALIBRATION_TRIES = 4
     }

@@ -53,7 +53,15 @@ class BenchmarkActivity : Activity() {
                 runOnUiThread { statusView.text = line }
             }
             writeAtomically(outDir, request.runId, doc)
-            runOnUiThread { finishAndRemoveTask() }
+            val error = if (doc.isNull("error")) null else doc.optString("error")
+            runOnUiThread {
+                if (error == null) {
+                    finishAndRemoveTask()
+                } else {
+                    // Stays on screen: whoever holds the phone sees why, the host has it from the results file.
+                    statusView.text = getString(R.string.benchmark_failed, request.runId, error)
+                }
+            }
         }, "bench").start()
     }
 

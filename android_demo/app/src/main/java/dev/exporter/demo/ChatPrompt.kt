@@ -6,6 +6,11 @@ package dev.exporter.demo
  *
  * Each request re-sends the whole conversation after a context reset: simple and always consistent with the
  * template. Old turns are dropped when the text would not fit the model's context.
+ *
+ * BOS: the runner is built with no BOS of its own (LlmSession.RUNNER_BOS), so the only BOS is the one the
+ * template writes as text (`{{ bos_token }}`, rendered into chat_prefix by `exporter bundle`); the runner's
+ * tokenizer maps that special-token text to bos_id. Every prompt therefore starts with the full prefix, which is
+ * never trimmed. Raw prompts (no template) go without a BOS, as the runner would send them.
  */
 class ChatPrompt(private val config: ExporterConfig) {
 

@@ -2,15 +2,28 @@ package dev.exporter.demo
 
 import android.os.SystemClock
 import android.util.Log
+import org.pytorch.executorch.ExecutorchRuntimeException
 import org.pytorch.executorch.extension.llm.LlmCallback
 import org.pytorch.executorch.extension.llm.LlmModule
+import org.pytorch.executorch.extension.llm.LlmModuleConfig
 import java.io.Closeable
+
+/**
+ * Why a model could not be loaded. [errorCode] is ExecuTorch's runtime error (runtime/core/error.h), null when
+ * the failure happened before the runtime ran (a missing file, a refused path); the UI and the benchmark's
+ * results file show both.
+ */
+class ModelLoadException(val errorCode: Int?, message: String, cause: Throwable? = null) : Exception(message, cause) {
+    /** "0x23" style, as ExecuTorch prints its codes; null without a runtime code. */
+    val errorCodeHex: String? get() = errorCode?.let { "0x" + Integer.toHexString(it) }
+}
 
 /**
  * One loaded model. Not thread-safe: call it from one background thread (the UI posts work to an executor).
  *
- * Loading: the 3-argument LlmModule constructor uses the AAR's default load mode, which memory-maps the .pte
- * (LlmModuleConfig.LOAD_MODE_MMAP), so weights are paged in on demand instead of copied onto the heap.
+ * Written against the executorch-android API of the pinned release (gradle/libs.versions.toml): `load()` and
+ * `generate()` return nothing and throw ExecutorchRuntimeException (with `errorCode`) on failure, and `close()`
+ * releases the native runner (`resetNative()` is its deprecated alias).
  */
 class LlmSession(val files: ModelFiles, temperature: Float) : Closeable {
 
@@ -28,7 +41,29 @@ class LlmSession(val files: ModelFiles, temperature: Float) : Closeable {
         val error: String?,
     )
 
-    private val module = LlmModule(files.model.absolutePath, files.tokenizer.absolutePath, temperature)
+    private val module: LlmModule = try {
+        LlmModule(
+            LlmModuleConfig.create()
+                .modulePath(files.model.absolutePath)
+                .tokenizerPath(files.tokenizer.absolutePath)
+                .temperature(temperature)
+                // The runner adds no BOS: the prompt's text carries it. `exporter bundle` renders the model's chat
+                // template with its real bos_token, so the template's own BOS (Llama 3: "<|begin_of_text|>") is the
+                // first text of chat_prefix and the tokenizer maps it to bos_id; ChatPrompt sends that prefix at
+                // the start of every request. A runner BOS on top would put two BOS tokens in front.
+                .numBos(RUNNER_BOS)
+                .numEos(0)
+                // Memory-mapped: weights are paged in on demand instead of copied onto the heap.
+                .loadMode(LlmModuleConfig.LOAD_MODE_MMAP)
+                .build(),
+        )
+    } catch (e: IllegalArgumentException) {
+        // The constructor checks that both paths are readable files before any native code runs.
+        throw ModelLoadException(null, e.message ?: e.toString(), e)
+    }
+
+    @Volatile
+    private var closed = false
 
     @Volatile
     private var stopRequested = false
@@ -37,14 +72,31 @@ class LlmSession(val files: ModelFiles, temperature: Float) : Closeable {
     var loadMs: Double = 0.0
         private set
 
+    /**
+     * Loads the program and its methods. Throws [ModelLoadException] with ExecuTorch's error code when the runtime
+     * refuses the file: 0x23 (InvalidProgram) or 0x30 (DelegateInvalidCompatibility) mostly mean a .pte written
+     * by a newer ExecuTorch than the AAR's runtime, 0x14 (OperatorMissing) a kernel the AAR lacks.
+     */
+    @Throws(ModelLoadException::class)
     fun load() {
         val t0 = SystemClock.elapsedRealtimeNanos()
-        // Older AARs return an int status, newer ones throw and return Unit: accept both.
-        val status: Any? = module.load()
-        loadMs = (SystemClock.elapsedRealtimeNanos() - t0) / 1e6
-        if (status is Int && status != 0) {
-            throw IllegalStateException("LlmModule.load() failed with ExecuTorch error $status")
+        try {
+            module.load()
+        } catch (e: ExecutorchRuntimeException) {
+            throw ModelLoadException(e.errorCode, loadFailureMessage(e.errorCode, e.message), e)
+        } catch (e: RuntimeException) {
+            // fbjni rethrows native C++ exceptions as plain RuntimeExceptions, without a code.
+            throw ModelLoadException(null, "LlmModule.load() failed: ${e.message ?: e}", e)
+        } finally {
+            loadMs = (SystemClock.elapsedRealtimeNanos() - t0) / 1e6
         }
+    }
+
+    /** The library's own text already starts with "[ExecuTorch Error 0x23] Invalid program"; the hint says why. */
+    private fun loadFailureMessage(code: Int, detail: String?): String = buildString {
+        append(detail ?: "LlmModule.load() failed with ExecuTorch error 0x${Integer.toHexString(code)}")
+        append(" (runtime: executorch-android ").append(BuildConfig.EXECUTORCH_VERSION)
+        append("; a .pte from a newer ExecuTorch needs an AAR of that release)")
     }
 
     /**
@@ -83,9 +135,11 @@ class LlmSession(val files: ModelFiles, temperature: Float) : Closeable {
         lastStatsJson = null
         try {
             // echo = false: only generated text comes back, not the prompt.
-            val status: Any? = module.generate(prompt, seqLen, callback, false)
-            if (status is Int && status != 0 && error == null) {
-                error = "LlmModule.generate() failed with ExecuTorch error $status"
+            module.generate(prompt, seqLen, callback, false)
+        } catch (e: ExecutorchRuntimeException) {
+            // onError usually said it already, with the runner's own words; keep that one.
+            if (error == null) {
+                error = "ExecuTorch error 0x${Integer.toHexString(e.errorCode)}: ${e.message}"
             }
         } catch (e: RuntimeException) {
             error = e.message ?: e.toString()
@@ -110,11 +164,20 @@ class LlmSession(val files: ModelFiles, temperature: Float) : Closeable {
         module.stop()
     }
 
+    /**
+     * Releases the native runner. Call it on the thread that generates, after [generate] returned: LlmModule
+     * refuses to close while one of its methods runs. Safe to call twice.
+     */
     override fun close() {
-        module.resetNative()
+        if (closed) return
+        closed = true
+        module.close()
     }
 
     companion object {
         private const val TAG = "ExporterLlm"
+
+        /** BOS tokens the runner prepends: none, the chat template's text carries the BOS (see [module]). */
+        const val RUNNER_BOS = 0
     }
 }

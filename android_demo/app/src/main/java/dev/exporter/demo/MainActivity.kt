@@ -93,7 +93,12 @@ class MainActivity : Activity() {
             try {
                 val files = ModelFiles.forApp(this, config, dir)
                 val loaded = LlmSession(files, temperature)
-                loaded.load()
+                try {
+                    loaded.load()
+                } catch (e: ModelLoadException) {
+                    loaded.close() // the native runner exists even when its program did not load
+                    throw e
+                }
                 session = loaded
                 val cfg = config
                 // The pre-rendered template parts belong to the bundled model only.
@@ -114,8 +119,20 @@ class MainActivity : Activity() {
                     }
                     send.isEnabled = true
                 }
+            } catch (e: ModelLoadException) {
+                // The runtime refused the model: show its error code, not only the text, so the user can tell a
+                // version mismatch (0x23, 0x30) from a missing kernel (0x14) or a missing file.
+                val code = e.errorCodeHex
+                val shown = if (code != null) getString(R.string.load_failed_code, code, e.message ?: "") else e.message
+                main.post {
+                    status.text = getString(R.string.load_failed, shown ?: e.toString())
+                    send.isEnabled = false
+                }
             } catch (e: Exception) {
-                main.post { status.text = getString(R.string.load_failed, e.message ?: e.toString()) }
+                main.post {
+                    status.text = getString(R.string.load_failed, e.message ?: e.toString())
+                    send.isEnabled = false
+                }
             }
         }
     }
