@@ -21,6 +21,10 @@ def verbose() -> bool:
     return bool(os.environ.get("EXPORTER_VERBOSE") or os.environ.get("EXPORTER_DEBUG"))
 
 
+def _errors_only(record: logging.LogRecord) -> bool:
+    return record.levelno >= logging.ERROR
+
+
 def quiet_python_noise() -> None:
     """Filter the warnings and log lines listed as harmless, and transformers' progress bars."""
     if verbose():
@@ -29,8 +33,12 @@ def quiet_python_noise() -> None:
         warnings.filterwarnings("ignore", category=category)
     for message in (".*_check_is_size.*", ".*mutated buffer.*", ".*Mutation on a buffer.*"):
         warnings.filterwarnings("ignore", message=message)
-    logging.getLogger("torchao").setLevel(logging.ERROR)  # "Failed to load ... _C_mxfp8 / _C_cutlass_90a"
-    logging.getLogger("torch.utils._pytree").setLevel(logging.ERROR)  # register_constant deprecation
+    # torch's logging set-up resets these loggers' levels when it is imported, so a level is not enough: a filter
+    # (which it leaves alone) drops "Failed to load ... _C_mxfp8 / _C_cutlass_90a" and the pytree Enum notice.
+    for name in ("torchao", "torch.utils._pytree"):
+        logger = logging.getLogger(name)
+        if _errors_only not in logger.filters:
+            logger.addFilter(_errors_only)
     os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
     os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
 

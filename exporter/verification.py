@@ -272,11 +272,13 @@ def run_stock_runner(pte: Path, tokenizer: Path, max_new_tokens: int, prompt: st
     UTF-8 sequence (every multilingual or emoji model has them). Without one, the runner writes the token
     bytes to stdout, which is captured here and decoded as a whole.
     """
-    import executorch.extension.llm.custom_ops.custom_ops  # noqa: F401
-    import executorch.kernels.quantized  # noqa: F401
-    from executorch.extension.llm.runner import GenerationConfig, TextLLMRunner
-
     with tempfile.TemporaryFile() as sink, native_logs() as logs:
+        # imported in here: the runner library's static initialisers log to stderr ("Registering override
+        # fallback regex") when it loads
+        import executorch.extension.llm.custom_ops.custom_ops  # noqa: F401
+        import executorch.kernels.quantized  # noqa: F401
+        from executorch.extension.llm.runner import GenerationConfig, TextLLMRunner
+
         try:
             with _stdout_to(sink.fileno()):
                 runner = TextLLMRunner(str(pte), str(tokenizer))

@@ -201,3 +201,22 @@ def test_verify_refuses_a_folder_that_does_not_belong_to_its_model(tmp_path, cap
     (out / "manifest.json").write_text(json.dumps(data))
     code, err = verify_fails()
     assert code == 5 and "not this model's tokenizer" in err and "Traceback" not in err
+
+
+def test_cli_export_terminal_is_quiet_and_json_is_clean(tiny_models, tmp_path):
+    """Through the real entry point: stdout is one JSON document; stderr holds only exporter's own progress
+    (no library warnings, log lines or progress bars: those are behind -v)."""
+    import re
+    import subprocess
+    import sys
+
+    out = tmp_path / "out"
+    p = subprocess.run([sys.executable, "-m", "exporter", "export", "--model", str(tiny_models["llama"]), "--device",
+                        "sm8650", "--max-seq-len", "64", "-o", str(out), "--chunks", "1", "--chunk-len", "32", "--json"],
+                       capture_output=True, text=True, timeout=900)
+    assert p.returncode == 0, p.stderr
+    doc = json.loads(p.stdout)
+    assert doc["verify"]["runner_ok"] and doc["manifest"]["verification"]["status"] == "passed"
+    foreign = [ln for ln in p.stderr.splitlines() if not re.match(r"^(\[\s*\d+\.\d+s\] |  done in \d)", ln)]
+    assert foreign == []
+    assert json.loads((out / "manifest.json").read_text())["verification"]["status"] == "passed"
