@@ -35,7 +35,6 @@ Say = Callable[[str], None]
 
 REMOTE_HARNESS = "exporter_harness"
 REMOTE_LLAMA_MAIN = "llama_main"
-REMOTE_BUNDLE = "exporter_harness_linux-arm64"  # sub-folder of a pushed linux-arm64 bundle
 RUNNERS = ("harness", "llama_main")
 # ELF e_machine of each `uname -m` a phone (or emulator, or stand-in) may report.
 ELF_MACHINES = {"aarch64": 183, "arm64": 183, "armv8l": 40, "armv7l": 40, "x86_64": 62, "i686": 3, "riscv64": 243}
@@ -312,14 +311,9 @@ class PhoneTarget(Target):
         self.pte_remote = posixpath.join(self.remote_dir, artifact.manifest.pte.file)
 
     def _push_bundle(self, say: Say) -> None:
-        """The bundle goes into its own sub-folder (its libraries must not mix with another export's)."""
-        q = shlex.quote
-        self.bundle_remote = posixpath.join(self.remote_dir, REMOTE_BUNDLE)
-        files = [LocalFile.of(p) for p in self.bundle.files()]
-        push_files(self.adb, files, self.bundle_remote, say=lambda m: say(self.tag + m))
-        self.adb.shell(f"chmod 755 {q(posixpath.join(self.bundle_remote, self.bundle.loader.name))} "
-                       f"{q(posixpath.join(self.bundle_remote, self.bundle.binary.name))}",
-                       action="make the runner executable")
+        from .cross import push_bundle
+
+        self.bundle_remote = push_bundle(self.adb, self.bundle, self.remote_dir, say=lambda m: say(self.tag + m))
 
     def state(self) -> dict[str, Any]:
         return snapshot(self.adb)

@@ -227,6 +227,25 @@ def build_bundle(folder: Path | None = None, *, build_dir: Path | None = None, j
     return make_bundle(binary, folder if folder is not None else default_bundle_dir())
 
 
+REMOTE_BUNDLE = "exporter_harness_linux-arm64"  # sub-folder of the export's folder on the phone
+
+
+def push_bundle(adb, bundle: Bundle, remote_dir: str, *, say: Progress | None = None) -> str:
+    """Push the bundle into `remote_dir`/exporter_harness_linux-arm64 (its libraries must not mix with another
+    export's files), skipping files already there; return that folder."""
+    import posixpath
+    import shlex
+
+    from .push import LocalFile, push_files
+
+    remote = posixpath.join(remote_dir, REMOTE_BUNDLE)
+    push_files(adb, [LocalFile.of(p) for p in bundle.files()], remote, say=say)
+    q = shlex.quote
+    adb.shell(f"chmod 755 {q(posixpath.join(remote, LOADER))} {q(posixpath.join(remote, BUNDLE_BINARY))}",
+              action="make the harness bundle executable")
+    return remote
+
+
 def bundle_argv(remote_folder: str, args: Sequence[str]) -> list[str]:
     """The command that starts a pushed bundle (what run.sh does, without needing a shell script)."""
     loader = f"{remote_folder}/{LOADER}"
