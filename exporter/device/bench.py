@@ -265,17 +265,41 @@ class PhoneTarget(Target):
             board_platform=dev.board_platform, android_release=dev.android_release, sdk=dev.sdk,
             profile_id=manifest.profile.id, detected_profile_id=dev.profile_id,
             bandwidth_gbps=profile.memory.bandwidth_gbps,
-            bandwidth_source=f"profile {profile.id}: memory.bandwidth_gbps (peak DRAM)", warnings=dev.warnings)
+            bandwidth_source=f"profile {profile.id}: memory.bandwidth_gbps (peak DRAM)", warnings=dev.warnings,
+            emulated=dev.emulated)
+        missing_isa = [f for f in profile.isa if f not in dev.isa] if dev.isa else []
+        if missing_isa and profile.id != dev.profile_id:  # detection already warned about its own match
+            warn(f"{self.tag}profile {profile.id} expects {', '.join(missing_isa)}, which this phone does not report: "
+                 "the .pte still runs, on slower kernels")
 
         binary = opts.harness
-        if binary is None:
+        self.bundle = None
+        if spec.runner == "harness" and binary is not None and Path(binary).is_dir():
+            from .cross import open_bundle
+
+            self.bundle = open_bundle(Path(binary))
+        elif spec.runner == "harness" and binary is None and (dev.machine or "").strip() in ("aarch64", "arm64"):
+            from .cross import find_bundle
+
+            self.bundle = find_bundle()
+            if self.bundle is None:
+                raise HarnessError("no harness given for the phone and no linux-arm64 bundle built",
+                                   hint="pass --harness PATH (an Android build: `exporter harness build --ndk NDK "
+                                        "--executorch PREFIX`), or build the self-contained arm64 bundle: "
+                                        "`exporter harness build --target linux-arm64`")
+            say(f"{self.tag}no --harness given: running the linux-arm64 bundle {self.bundle.folder}")
+        if binary is None and self.bundle is None:
             raise HarnessError(f"no {spec.runner} binary given for the phone",
                                hint="pass --harness PATH (an Android arm64 build: "
                                     "`exporter harness build --ndk NDK --executorch PREFIX`)")
-        check_runner_binary(binary, dev.machine)
+        check_runner_binary(self.bundle.binary if self.bundle else binary, dev.machine)
         pushed = push_artifact(adb, artifact, opts.remote_dir, say=lambda m: say(self.tag + m))
         self.remote_dir = pushed.remote_dir
         self.remote_bin = REMOTE_HARNESS if spec.runner == "harness" else REMOTE_LLAMA_MAIN
+        self.pte_remote = posixpath.join(self.remote_dir, artifact.manifest.pte.file)
+        if self.bundle is not None:
+            self._push_bundle(say)
+            return
         extra = [LocalFile.of(Path(binary), self.remote_bin)]
         self.tokenizer_name = artifact.manifest.tokenizer.file
         if spec.runner == "llama_main" and opts.tokenizer is not None:
@@ -288,6 +312,11 @@ class PhoneTarget(Target):
         adb.shell(f"chmod 755 {shlex.quote(posixpath.join(self.remote_dir, self.remote_bin))}",
                   action="make the runner executable")
         self.pte_remote = posixpath.join(self.remote_dir, artifact.manifest.pte.file)
+
+    def _push_bundle(self, say: Say) -> None:
+        from .cross import push_bundle
+
+        self.bundle_remote = push_bundle(self.adb, self.bundle, self.remote_dir, say=lambda m: say(self.tag + m))
 
     def state(self) -> dict[str, Any]:
         return snapshot(self.adb)
@@ -302,6 +331,10 @@ class PhoneTarget(Target):
         if self.spec.runner == "harness":
             argv = harness_argv(binary, self.pte_remote, prompt_len=case.prompt_len, gen_len=case.gen_len, reps=reps,
                                 warmup=warmup, threads=case.threads, cpu_set=self.cpu_set)
+            if self.bundle is not None:
+                from .cross import bundle_argv
+
+                argv = bundle_argv(self.bundle_remote, argv[1:])
             return f"cd {q(self.remote_dir)} && " + " ".join(q(a) for a in argv)
         argv = llama_main_argv(binary, self.pte_remote, posixpath.join(self.remote_dir, self.tokenizer_name),
                                prompt_len=case.prompt_len, gen_len=case.gen_len, threads=case.threads, warmup=bool(warmup))

@@ -27,6 +27,9 @@ PROBE_SCRIPT = (
     "echo '@@uname'; uname -m"
 )
 
+# What emulated Androids (and the stand-in adb's arm64 phones, which run programs under qemu) set.
+EMULATOR_PROPS = ("ro.kernel.qemu", "ro.boot.qemu")
+
 PROP_KEYS = ("ro.soc.model", "ro.soc.manufacturer", "ro.board.platform", "ro.hardware", "ro.product.model",
              "ro.build.version.release", "ro.build.version.sdk")
 
@@ -61,6 +64,7 @@ class ConnectedDevice:
     max_freq_khz: tuple[int | None, ...] = ()  # per cpu id
     clusters: tuple[tuple[int, ...], ...] = ()  # cpu ids grouped by (part, max freq), in cpu order
     machine: str | None = None  # `uname -m`: the CPU architecture binaries must be built for
+    emulated: bool = False  # an emulator says so (ro.kernel.qemu=1 / ro.boot.qemu=1): no timing is a phone's speed
     profile_id: str | None = None  # matched profile
     matched_by: str | None = None  # soc_model | board_platform | hardware
     nearest_profile_id: str | None = None
@@ -274,6 +278,10 @@ def describe(adb: Adb, profiles=None) -> ConnectedDevice:
     if not props.get("ro.soc.model"):
         warnings.append(f"ro.soc.model is not set (Android {props.get('ro.build.version.release', '?')}; "
                         "it appeared in Android 12): matching by board name")
+    emulated = any(props.get(k, "").strip() == "1" for k in EMULATOR_PROPS)
+    if emulated:
+        warnings.append("this is an emulated phone (ro.kernel.qemu=1): it checks correctness, its timings are no "
+                        "phone's speed")
     prof, matched_by = match_profile(props, profiles)
     dev = ConnectedDevice(
         serial=adb.serial, state="device", model=props.get("ro.product.model") or None,
@@ -283,7 +291,7 @@ def describe(adb: Adb, profiles=None) -> ConnectedDevice:
         sdk=_int(props.get("ro.build.version.sdk")), ram_bytes=ram, cpu_count=len(cores),
         big_cores=big_cores_of(cores), isa=isa, cpu_parts=tuple(c.part for c in cores),
         max_freq_khz=tuple(c.max_freq_khz for c in cores), clusters=tuple(clusters_of(cores)),
-        profile_id=prof.id if prof else None, matched_by=matched_by,
+        profile_id=prof.id if prof else None, matched_by=matched_by, emulated=emulated,
     )
     near = prof if prof is not None else nearest_profile(cores, isa, profiles)
     if prof is not None:

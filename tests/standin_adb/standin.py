@@ -15,7 +15,11 @@ SERIALS = {  # serial -> recorded phone under phones/
     "10AD5X100P": "vivo_x100pro_mt6989",
     "3A281FDJH008": "pixel8_zuma",
     "R5CT11S22": "galaxy_s22_sm8450_android11",
+    # emulated arm64 phones: pushed aarch64 programs run under qemu (needs `bash scripts/setup.sh --arm`)
+    "R5CR21S21A": "galaxy_s21_sm8350_arm64",
+    "R5CT22S22A": "galaxy_s22_sm8450_arm64",
 }
+ARM64_SERIALS = ("R5CR21S21A", "R5CT22S22A")
 
 
 class StandIn:
