@@ -135,7 +135,9 @@ def test_runner_architecture_check_follows_the_device(tmp_path):
         check_runner_binary(_elf(tmp_path / "x64", 62), None)  # unknown: phones are aarch64
     script = tmp_path / "script"
     script.write_text("#!/bin/sh\n")
-    with pytest.raises(HarnessError, match="not an ELF"):
+    check_runner_binary(script, "aarch64")  # a wrapper (a bundle's run.sh) runs in the device's shell
+    script.write_text("MZ\x90\x00")
+    with pytest.raises(HarnessError, match="neither an ELF executable nor a #! script"):
         check_runner_binary(script, "aarch64")
 
 
