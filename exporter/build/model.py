@@ -27,9 +27,9 @@ from .families import FAMILIES, DecoderSpec, Family, family_of, resolve
 ArchSpec = Family
 ARCHITECTURES = FAMILIES
 
-# A finite "minus infinity" for masks: custom_sdpa works through the keys in blocks of 512 and takes
-# exp(x - running_max); a block whose every key is masked with -inf would give exp(-inf + inf) = NaN. With
-# the most negative float the masked terms still come out exactly 0 once a visible key is seen.
+# Masked logits get the most negative float, as transformers' eager masks do: exp() of it is exactly 0 once a
+# visible key is in the row, and no inf - inf can arise in custom_sdpa's blockwise softmax (blocks of 512 keys
+# wholly outside a window are tested in test_families.py).
 MASKED = torch.finfo(torch.float32).min
 
 
