@@ -75,17 +75,36 @@ def _apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, rot: torc
     return x * cos + nn.functional.linear(x, rot) * sin
 
 
-def window_mask(start_pos, seq: int, window: int, width: int) -> torch.Tensor:
-    """Additive mask [seq, width]: query start_pos + i sees key j iff 0 <= start_pos + i - j < window.
+def window_mask(start_pos, seq: int, window: int, first, width) -> torch.Tensor:
+    """Additive mask [seq, width] over cache slots first .. first + width - 1: query start_pos + i sees slot j
+    iff 0 <= start_pos + i - j < window.
 
     The same rule as transformers' sliding_window_overlay (kv_idx > q_idx - sliding_window) plus causality.
-    `width` is the whole cache: custom_sdpa (executorch 1.5.1) checks mask.size(1) against the cache length
-    when a mask is given, and then reads every slot; slots not yet written are masked like the old ones.
+    custom_sdpa (executorch 1.5.1), given a mask, checks mask.size(1) against the length of the cache it is
+    handed and reads all of it, so the mask spans exactly the slots passed.
     """
     q_pos = torch.arange(seq).unsqueeze(1) + start_pos
-    k_pos = torch.arange(width).unsqueeze(0)
+    k_pos = torch.arange(width).unsqueeze(0) + first
     dist = q_pos - k_pos
     return torch.where((dist >= 0) & (dist < window), 0.0, MASKED)
+
+
+def window_span(start_pos, seq: int, window: int, cache_len: int):
+    """The cache slots a block of queries start_pos .. start_pos + seq - 1 can see: (first, width).
+
+    A window shorter than the cache reads only the last window + seq - 1 slots, so a sliding layer's
+    attention costs O(window) per token at every position, like a ring buffer (the memory is not saved).
+    The softcapped path and full layers read from slot 0.
+    """
+    if window >= cache_len:
+        return 0, cache_len
+    first = torch.sym_max(0, start_pos - window + 1)
+    width = start_pos + seq - first
+    # Facts the tracer cannot derive through Max() but later passes of the lowering ask for.
+    torch._check(width >= 1)
+    torch._check(width >= seq)
+    torch._check(width <= window + seq - 1)
+    return first, width
 
 
 class Attention(nn.Module):
@@ -118,11 +137,14 @@ class Attention(nn.Module):
         torch.ops.llama.update_cache(k, self.k_cache, start_pos)
         torch.ops.llama.update_cache(v, self.v_cache, start_pos)
         if self.softcap is not None:
-            out = self._softcapped(q, start_pos, seq, mask)
+            out = self._softcapped(q, start_pos, seq, mask[2])
         elif mask is None:
             out = torch.ops.llama.custom_sdpa(q, self.k_cache, self.v_cache, start_pos, None, 0.0, True, self.scale)
         else:
-            out = torch.ops.llama.custom_sdpa(q, self.k_cache, self.v_cache, start_pos, mask, 0.0, False, self.scale)
+            first, width, m = mask
+            k = self.k_cache.narrow(1, first, width)
+            v = self.v_cache.narrow(1, first, width)
+            out = torch.ops.llama.custom_sdpa(q, k, v, start_pos - first, m, 0.0, False, self.scale)
         return self.o_proj(out.reshape(1, seq, self.n_heads * self.head_dim))
 
     def _softcapped(self, q, start_pos, seq: int, mask):
@@ -233,7 +255,13 @@ class StaticCacheLM(nn.Module):
             suffix = "" if i == 0 else f"_{i}"
             tables.append((getattr(self, f"rope_cos{suffix}").narrow(0, start_pos, seq),
                            getattr(self, f"rope_sin{suffix}").narrow(0, start_pos, seq)))
-        masks = {w: window_mask(start_pos, seq, w, self.max_seq_len) for w in set(self.mask_windows) if w is not None}
+        masks = {}
+        for w in set(self.mask_windows):
+            if w is not None:
+                # the softcapped path reads the whole cache
+                first, width = (0, self.max_seq_len) if self.spec.attn_softcap is not None else \
+                    window_span(start_pos, seq, w, self.max_seq_len)
+                masks[w] = (first, width, window_mask(start_pos, seq, w, first, width))
         x = self.embed_tokens(tokens)
         if self.spec.embed_scale is not None:
             x = x * self.spec.embed_scale

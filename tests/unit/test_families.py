@@ -106,7 +106,7 @@ def test_the_window_is_what_makes_gemma3_exact():
 
 
 def test_window_mask_is_causal_and_sliding():
-    m = window_mask(5, 3, 4, 10)  # queries at 5, 6, 7 over a cache of 10 slots
+    m = window_mask(5, 3, 4, 0, 10)  # queries at 5, 6, 7 over a cache of 10 slots
     visible = (m == 0).int().tolist()
     assert visible == [[0, 0, 1, 1, 1, 1, 0, 0, 0, 0], [0, 0, 0, 1, 1, 1, 1, 0, 0, 0], [0, 0, 0, 0, 1, 1, 1, 1, 0, 0]]
     assert torch.isfinite(m).all()
