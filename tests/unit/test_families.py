@@ -261,3 +261,17 @@ def test_real_gemma3_270m_gguf_matches_transformers_past_the_window(request):
     assert (got.argmax(-1) == want.argmax(-1)).all()
     err = (got - want).abs().max().item()
     assert err <= 2e-4, err  # logits up to ~30 here; measured 3.1e-5
+
+
+def test_load_config_checks_the_values_before_weights(tmp_path):
+    """`exporter export` refuses a bad value at planning time, from config.json alone (no weights needed)."""
+    import json
+
+    from exporter.build.source import load_config, resolve_source
+
+    config = _config("gemma3").to_dict()
+    (tmp_path / "config.json").write_text(json.dumps(config))
+    assert load_config(resolve_source(str(tmp_path))).model_type == "gemma3_text"
+    (tmp_path / "config.json").write_text(json.dumps({**config, "query_pre_attn_scalar": -1}))
+    with pytest.raises(ModelError, match="query_pre_attn_scalar"):
+        load_config(resolve_source(str(tmp_path)))
