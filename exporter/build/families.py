@@ -193,8 +193,10 @@ def resolve(config) -> DecoderSpec:
         eps=_positive_number(config, "rms_norm_eps"),
         activation=activation,
         attn_scale=attn_scale,
-        attn_softcap=_positive_number(config, "attn_logit_softcapping", allow_none=True) if fam.attn_softcap else None,
-        final_softcap=_positive_number(config, "final_logit_softcapping", allow_none=True) if fam.final_softcap else None,
+        attn_softcap=_positive_number(config, "attn_logit_softcapping", allow_none=True)
+        if fam.attn_softcap else None,
+        final_softcap=_positive_number(config, "final_logit_softcapping", allow_none=True)
+        if fam.final_softcap else None,
         embed_scale=embed_scale,
         residual_multiplier=_positive_number(config, "residual_multiplier") if fam.residual_multiplier else None,
         logits_divisor=_positive_number(config, "logits_scaling") if fam.logits_scaling else None,

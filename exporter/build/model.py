@@ -21,11 +21,7 @@ import torch
 from torch import nn
 
 from ..errors import ModelError
-from .families import FAMILIES, DecoderSpec, Family, family_of, resolve
-
-# Kept for callers that name the table the old way.
-ArchSpec = Family
-ARCHITECTURES = FAMILIES
+from .families import DecoderSpec, Family, family_of, resolve
 
 # Masked logits get the most negative float, as transformers' eager masks do: exp() of it is exactly 0 once a
 # visible key is in the row, and no inf - inf can arise in custom_sdpa's blockwise softmax (blocks of 512 keys
