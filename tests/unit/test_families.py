@@ -165,7 +165,8 @@ def _gemma3_small(layers: int = 3):
 
 
 def test_gemma3_decode_past_custom_sdpa_key_blocks():
-    """Positions past 512 + window: custom_sdpa's first block of 512 keys is then wholly outside the window."""
+    """A prompt and decode past 512 + window: the full layer's keys span two of custom_sdpa's 512-key blocks,
+    and the sliding layers' narrowed cache starts well inside the cache."""
     hf = _gemma3_small()
     prompt, total, max_seq = 530, 540, 544
     tokens = torch.randint(2, 300, (total,), generator=torch.Generator().manual_seed(2)).tolist()
