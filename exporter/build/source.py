@@ -108,14 +108,14 @@ def load_config(source: ModelSource):
     """The model's transformers config, checked to be a supported family (before any weights are read)."""
     from transformers import AutoConfig
 
-    from .model import arch_spec
+    from .families import resolve
 
     kwargs = {"gguf_file": source.gguf_file} if source.gguf_file else {}
     try:
         config = AutoConfig.from_pretrained(source.folder, **kwargs)
     except Exception as err:
         raise ModelError(f"cannot read the model config of {source.id}: {err}") from err
-    arch_spec(config)
+    resolve(config)  # the family and every config value the decoder reads, checked before any weights load
     return config
 
 
