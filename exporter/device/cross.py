@@ -14,7 +14,6 @@ Also: what the lane needs to run an aarch64 program on this x86 machine (qemu wi
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import re
@@ -24,6 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Sequence
 
+from ..artifact import file_sha256
 from ..errors import HarnessError
 from .harness import NATIVE_DIR, REPO_ROOT, _build
 
@@ -120,7 +120,7 @@ def build_linux_arm64(build_dir: Path | None = None, *, jobs: int = 2, progress:
         "-DCMAKE_BUILD_TYPE=Release",
     ]
     # llm_ops.cpp is a source of this build only; the shared fingerprint does not know it.
-    key = f"executorch {env.executorch_version} (aarch64); llm_ops {_sha256(NATIVE_DIR / 'llm_ops.cpp')}; {env.cxx}"
+    key = f"executorch {env.executorch_version} (aarch64); llm_ops {file_sha256(NATIVE_DIR / 'llm_ops.cpp')}; {env.cxx}"
     binary = _build(build_dir, cache_args, jobs=jobs, progress=progress, extra_key=key)
     if elf_machine(binary) != EM_AARCH64:
         raise HarnessError(f"the cross-build produced {binary}, which is not an aarch64 ELF")
@@ -179,7 +179,7 @@ def make_bundle(binary: Path, folder: Path | None = None, env: ArmEnv | None = N
         p.chmod(0o755 if p.name in (BUNDLE_BINARY, LOADER, RUN_SH) else 0o644)
     manifest = {"target": TARGET, "executorch": env.executorch_version, "binary": BUNDLE_BINARY, "loader": LOADER,
                 "libs": [lib.name for lib in libs], "run": f"sh {RUN_SH} --pte FILE ...",
-                "sha256": {p.name: _sha256(p) for p in sorted(tmp.iterdir())}}
+                "sha256": {p.name: file_sha256(p) for p in sorted(tmp.iterdir())}}
     (tmp / BUNDLE_MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
     shutil.rmtree(folder, ignore_errors=True)
     os.replace(tmp, folder)
@@ -202,7 +202,7 @@ def open_bundle(folder: Path) -> Bundle:
         raise HarnessError(f"{path} is not a {TARGET} bundle manifest")
     for name, digest in sums.items():
         p = folder / name
-        if not p.is_file() or _sha256(p) != digest:
+        if not p.is_file() or file_sha256(p) != digest:
             raise HarnessError(f"bundle file {p} is missing or changed since the bundle was made",
                                hint="rebuild it: `exporter harness build --target linux-arm64`")
     return Bundle(folder=folder, binary=folder / BUNDLE_BINARY, loader=folder / LOADER,
@@ -342,10 +342,3 @@ def _library_closure(binary: Path, search: Sequence[Path]) -> list[Path]:
         todo.extend(elf_needed(path.resolve()))
     return list(found.values())
 
-
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()

@@ -82,7 +82,7 @@ class BenchmarkActivity : Activity() {
         /** Under getExternalFilesDir(null): /sdcard/Android/data/<package>/files/bench/<run_id>.json */
         const val RESULTS_DIR = "bench"
 
-        // Intent extras. exporter/app_bench.py sends exactly these (checked by tests/unit/test_android_demo.py).
+        // Intent extras. exporter/app/bench.py sends exactly these (checked by tests/unit/test_android_demo.py).
         const val EXTRA_RUN_ID = "run_id"
         const val EXTRA_MODEL_DIR = "model_dir"
         const val EXTRA_PROMPT = "prompt"

@@ -9,7 +9,7 @@ import java.io.FileNotFoundException
  * What `exporter bundle` wrote into assets/exporter_config.json: which model to load and how to talk to it.
  *
  * Every key is read here and nowhere else; tests/unit/test_android_demo.py extracts the keys this file reads
- * and checks them against what exporter/bundle.py writes, so add a key on both sides or neither.
+ * and checks them against what exporter/app/bundle.py writes, so add a key on both sides or neither.
  */
 data class ExporterConfig(
     val schemaVersion: Int,
