@@ -40,6 +40,7 @@ def quiet_python_noise() -> None:
         if _errors_only not in logger.filters:
             logger.addFilter(_errors_only)
     os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+    os.environ.setdefault("TQDM_DISABLE", "1")  # plain tqdm bars, e.g. transformers' GGUF de-quantization
     os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
 
 
