@@ -1,6 +1,9 @@
 """The built-in SmolLM2-135M export (profile sm8450, 8da4w-g32 + emb4w-g64) through the aarch64 harness on an
 i8mm core (qemu cortex-a710) against the x86 host harness. Not in CI (`pytest -m arm_slow`): the export alone
-takes 7-15 minutes on two cores. What it found is in docs/device.md ("SmolLM2 on the emulated cores")."""
+takes 7-15 minutes on two cores. Expected to fail: 8da4w's dynamic int8 activation quantization turns the
+last-bit fp32 differences between the x86 and Arm kernels into whole quantization steps, and over 30 layers the
+greedy tokens drift (measured cause and numbers: docs/device.md, "What the lane found"). Not strict, so a pass
+is reported (XPASS) rather than hidden."""
 
 from __future__ import annotations
 
@@ -27,6 +30,8 @@ def smollm2_pte(arm_env, tmp_path_factory):
     return result.folder / result.manifest.pte.file
 
 
+@pytest.mark.xfail(reason="x86 and Arm 8da4w results are not bit-identical; greedy tokens drift (docs/device.md)",
+                   strict=False)
 @pytest.mark.parametrize("cpu", ["cortex-a710", "neoverse-n1"])
 def test_smollm2_same_greedy_tokens_as_host(arm_bundle, harness_binary, smollm2_pte, tmp_path, cpu):
     args = harness_args(smollm2_pte, prompt_len=8, gen_len=STEPS)
