@@ -59,6 +59,20 @@ def make_tiny_model(folder: Path, family: str, seed: int = 0, **overrides) -> Pa
     return folder
 
 
+def decode_like_the_runner(lm, tokens: list[int], prefill: int):
+    """The exporter's eager static-cache decoder called as the runners call a .pte: one prefill call, then one
+    token per call. Returns the logits rows [len(tokens) - prefill + 1, vocab]."""
+    import torch
+
+    rows = []
+    with torch.no_grad():
+        lm.reset_cache()
+        rows.append(lm(torch.tensor([tokens[:prefill]]), torch.tensor([0]))[0])
+        for pos in range(prefill, len(tokens)):
+            rows.append(lm(torch.tensor([tokens[pos : pos + 1]]), torch.tensor([pos]))[0])
+    return torch.stack(rows)
+
+
 @pytest.fixture(scope="session")
 def tiny_models(tmp_path_factory) -> dict[str, Path]:
     root = tmp_path_factory.mktemp("tiny_models")

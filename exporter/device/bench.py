@@ -293,6 +293,9 @@ class PhoneTarget(Target):
                                hint="pass --harness PATH (an Android arm64 build: "
                                     "`exporter harness build --ndk NDK --executorch PREFIX`)")
         check_runner_binary(self.bundle.binary if self.bundle else binary, dev.machine)
+        tok = Path(opts.tokenizer) if spec.runner == "llama_main" and opts.tokenizer is not None else None
+        if tok is not None and not tok.is_file():  # before anything is pushed
+            raise HarnessError(f"llama_main needs a tokenizer: {tok} does not exist", hint="pass --tokenizer PATH")
         pushed = push_artifact(adb, artifact, opts.remote_dir, say=lambda m: say(self.tag + m))
         self.remote_dir = pushed.remote_dir
         self.remote_bin = REMOTE_HARNESS if spec.runner == "harness" else REMOTE_LLAMA_MAIN
@@ -302,16 +305,12 @@ class PhoneTarget(Target):
             return
         extra = [LocalFile.of(Path(binary), self.remote_bin)]
         self.tokenizer_name = artifact.manifest.tokenizer.file
-        if spec.runner == "llama_main" and opts.tokenizer is not None:
-            tok = Path(opts.tokenizer)
-            if not tok.is_file():
-                raise HarnessError(f"llama_main needs a tokenizer: {tok} does not exist", hint="pass --tokenizer PATH")
+        if tok is not None:
             self.tokenizer_name = tok.name
             extra.append(LocalFile.of(tok))
         push_files(adb, extra, self.remote_dir, say=lambda m: say(self.tag + m))
         adb.shell(f"chmod 755 {shlex.quote(posixpath.join(self.remote_dir, self.remote_bin))}",
                   action="make the runner executable")
-        self.pte_remote = posixpath.join(self.remote_dir, artifact.manifest.pte.file)
 
     def _push_bundle(self, say: Say) -> None:
         from .cross import push_bundle

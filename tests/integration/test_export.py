@@ -7,6 +7,7 @@ import os
 import pytest
 import torch
 
+from conftest import decode_like_the_runner
 from exporter.artifact import PTE
 from exporter.build.export import run_export
 from exporter.build.plan import build_plan
@@ -34,14 +35,7 @@ def _eager_static(folder, max_seq_len, recipe=None):
 
 def _pte_vs(lm, pte, tokens, prefill=6):
     dec = PteDecoder(pte)
-    got = dec.score(tokens, prefill)
-    rows = []
-    with torch.no_grad():
-        lm.reset_cache()
-        rows.append(lm(torch.tensor([tokens[:prefill]]), torch.tensor([0]))[0])
-        for pos in range(prefill, len(tokens)):
-            rows.append(lm(torch.tensor([tokens[pos : pos + 1]]), torch.tensor([pos]))[0])
-    return got, torch.stack(rows)
+    return dec.score(tokens, prefill), decode_like_the_runner(lm, tokens, prefill)
 
 
 @pytest.mark.parametrize("family", ["llama", "qwen2", "qwen3", "phi3"])

@@ -10,6 +10,7 @@ from __future__ import annotations
 import pytest
 import torch
 
+from conftest import decode_like_the_runner
 from exporter.build.families import FAMILIES, resolve
 from exporter.build.model import build_static_lm, window_mask
 from exporter.errors import ModelError
@@ -66,16 +67,6 @@ def _tiny(name: str):
     return model
 
 
-def _ours(lm, tokens: list[int], prefill: int) -> torch.Tensor:
-    rows = []
-    with torch.no_grad():
-        lm.reset_cache()
-        rows.append(lm(torch.tensor([tokens[:prefill]]), torch.tensor([0]))[0])
-        for pos in range(prefill, len(tokens)):
-            rows.append(lm(torch.tensor([tokens[pos : pos + 1]]), torch.tensor([pos]))[0])
-    return torch.stack(rows)
-
-
 FAMILY_CASES = ["llama3_2", "mistral", "qwen2", "qwen3", "phi4_mini", "smollm3", "granite", "gemma2", "gemma3"]
 
 
@@ -86,7 +77,7 @@ def test_fp32_decoder_matches_transformers_past_the_window(name):
     with torch.no_grad():
         want = hf(torch.tensor([tokens])).logits[0, PROMPT - 1 :]
     lm = build_static_lm(hf, MAX_SEQ)
-    got = _ours(lm, tokens, PROMPT)
+    got = decode_like_the_runner(lm, tokens, PROMPT)
     assert got.shape == want.shape
     assert want.std() > 0.02  # logits that vary, or the comparison proves nothing
     err = (got - want).abs().max().item()
@@ -101,7 +92,7 @@ def test_the_window_is_what_makes_gemma3_exact():
         want = hf(torch.tensor([tokens])).logits[0, PROMPT - 1 :]
     lm = build_static_lm(hf, MAX_SEQ)
     lm.mask_windows = tuple(None for _ in lm.mask_windows)
-    got = _ours(lm, tokens, PROMPT)
+    got = decode_like_the_runner(lm, tokens, PROMPT)
     assert (got - want).abs().max().item() > 1e-2
 
 
@@ -172,7 +163,7 @@ def test_gemma3_decode_past_custom_sdpa_key_blocks():
     tokens = torch.randint(2, 300, (total,), generator=torch.Generator().manual_seed(2)).tolist()
     with torch.no_grad():
         want = hf(torch.tensor([tokens])).logits[0, prompt - 1 :]
-    got = _ours(build_static_lm(hf, max_seq), tokens, prompt)
+    got = decode_like_the_runner(build_static_lm(hf, max_seq), tokens, prompt)
     assert torch.isfinite(got).all()
     err = (got - want).abs().max().item()
     assert err <= 1e-4, err
@@ -262,7 +253,7 @@ def test_real_gemma3_270m_gguf_matches_transformers_past_the_window(request):
     hf.config._attn_implementation = "eager"
     with torch.no_grad():
         want = hf(torch.tensor([ids])).logits[0, 599:]
-    got = _ours(build_static_lm(hf, 1024), ids, 600)
+    got = decode_like_the_runner(build_static_lm(hf, 1024), ids, 600)
     assert (got.argmax(-1) == want.argmax(-1)).all()
     err = (got - want).abs().max().item()
     assert err <= 2e-4, err  # logits up to ~30 here; measured 3.1e-5
