@@ -1,6 +1,6 @@
 """exporter: put a Hugging Face causal LM on a specific Android phone as an ExecuTorch .pte, and measure it.
 
-    from exporter import export, verify, push, bench, load_profile
+    from exporter import export, verify, plan, push, bench, load_profile
 
 The functions live in exporter.api and are imported on first use, so `import exporter` stays light (no torch).
 """
@@ -11,7 +11,7 @@ from typing import Any
 
 __version__ = "0.1.0"
 
-_API = ("export", "verify", "push", "bench", "load_profile", "list_profiles", "connected_devices", "bundle",
+_API = ("export", "verify", "plan", "push", "bench", "load_profile", "list_profiles", "connected_devices", "bundle",
         "app_bench", "ExportResult", "BenchReport")
 __all__ = ["__version__", *_API]
 

@@ -23,12 +23,13 @@ if TYPE_CHECKING:
     from .device.bench import TestResult
     from .device.detect import ConnectedDevice
     from .device.push import PushResult
+    from .planner import PlanResult
     from .verification import VerifyResult
 
 Say = Callable[[str], None]
 
-__all__ = ["ExportResult", "BenchReport", "export", "verify", "push", "bench", "load_profile", "list_profiles",
-           "connected_devices", "bundle", "app_bench"]
+__all__ = ["ExportResult", "BenchReport", "export", "verify", "plan", "push", "bench", "load_profile",
+           "list_profiles", "connected_devices", "bundle", "app_bench"]
 
 
 def _nop(_message: str) -> None:
@@ -72,7 +73,7 @@ def export(
     from .build.export import run_export
     from .build.plan import build_plan
 
-    plan = build_plan(model, device, output, **options)
+    plan = build_plan(model, device, output, progress=progress, **options)
     for notice in plan.notices:
         progress(notice)
     check_output_free(plan.output, force)
@@ -83,6 +84,39 @@ def export(
             result = _verify_and_record(artifact, progress, text=text, text_name=text_name, chunks=chunks,
                                         chunk_len=chunk_len)
     return ExportResult(artifact.folder, artifact.manifest, result, plan.notices)
+
+
+def plan(
+    model: str | None = None,
+    *,
+    device: str | os.PathLike | DeviceProfile,
+    max_seq_len: int | None = None,
+    text: str | os.PathLike | None = None,
+    chunks: int = 4,
+    chunk_len: int = 256,
+    use_cache: bool = True,
+    plot: str | os.PathLike | None = None,
+    serial: str | None = None,
+    adb: str | os.PathLike | None = None,
+    progress: Say = _nop,
+) -> PlanResult:
+    """Choose a recipe for `model` on `device`: candidate recipes measured eagerly on this machine (perplexity
+    and KL on `text`, default Pride and Prejudice; exact .pte bytes), their memory and phone speed predicted
+    from the profile, the fastest that fits and meets the quality bound chosen. `plot`: also write a PNG."""
+    from .build.plan import resolve_profile
+    from .plan_run import EvalSettings, run_plan
+
+    profile, notices = resolve_profile(device, serial=serial, adb_path=adb)
+    for notice in notices:
+        progress(notice)
+    settings = EvalSettings(Path(text) if text is not None else None, chunks, chunk_len)
+    result = run_plan(model, profile, max_seq_len=max_seq_len, settings=settings, use_cache=use_cache,
+                      progress=progress)
+    if plot is not None:
+        from .plan_plot import plot_plan
+
+        plot_plan(result, Path(plot))
+    return result
 
 
 def _verify_and_record(artifact: Artifact, progress: Say, **options: Any) -> VerifyResult:
@@ -188,11 +222,13 @@ def bench(
 ) -> BenchReport:
     """Measure prefill and decode tokens/s of an export folder on phones (or this host), one test per
     combination of `threads` x `prompt_lengths` x `gen_lengths`. Failed tests are in the report with null
-    metrics; call `report.raise_for_failures()` to turn them into PartialBenchError."""
+    metrics; call `report.raise_for_failures()` to turn them into PartialBenchError. Successful phone tests are
+    also appended to the results store `exporter plan` reads (exporter.results)."""
     from .device.adb import pick_serials
     from .device.bench import BenchSpec, PhoneOptions, run_bench
     from .errors import UsageError
     from .report import build_rows
+    from .results import record_bench_rows
 
     if host and (serials or all_devices):
         raise UsageError("--host runs on this machine: drop --serial/--all")
@@ -207,7 +243,10 @@ def bench(
     results = run_bench(artifact, spec, serials=chosen, host=host, opts=opts,
                         host_binary=Path(harness) if harness and host else None,
                         host_bandwidth_gbps=host_bandwidth_gbps, say=say, warn=warn)
-    return BenchReport(artifact, tuple(results), build_rows(results, artifact))
+    rows = build_rows(results, artifact)
+    # the phones' speeds become the measured efficiencies of `exporter plan` for their profiles
+    record_bench_rows(rows, artifact.manifest.model.parameters)
+    return BenchReport(artifact, tuple(results), rows)
 
 
 def bundle(folder: str | os.PathLike, app_dir: str | os.PathLike, **options: Any):

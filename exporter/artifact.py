@@ -116,6 +116,28 @@ class VerificationRecord(Model):
     error: str | None = None
 
 
+class PlanCandidate(Model):
+    label: NonEmptyStr
+    weight_bytes: Count
+    memory_bytes: Count
+    fits: Bool
+    perplexity: Number
+    decode_tps: Number
+    prefill_tps: Number
+    verdict: str
+
+
+class PlanRecord(Model):
+    """`--recipe auto`: the plan (exporter plan) whose choice this export is, and why it was chosen."""
+
+    chosen: NonEmptyStr
+    reason: NonEmptyStr
+    unquantized_perplexity: Number
+    evaluation: dict[str, Any]
+    prediction: dict[str, Any]
+    candidates: tuple[PlanCandidate, ...]
+
+
 class Manifest(Model):
     """Everything needed to know what a .pte is without opening it. The folder name is a convenience; this is the truth."""
 
@@ -138,6 +160,7 @@ class Manifest(Model):
     export: ExportRecord
     overrides: dict[str, str | int]
     verification: VerificationRecord = VerificationRecord(status="not_run")
+    plan: PlanRecord | None = None
 
     @field_validator("schema_version", mode="before")
     @classmethod

@@ -162,6 +162,38 @@ class Runtime(Model):
     cpu_set: tuple[Int, ...] = Field(min_length=1, description="cpu ids to pin to (the performance cores)")
 
 
+KERNEL_LEVELS = ("dotprod", "i8mm", "sme2")  # ISA levels with their own int8 GEMM kernels, slowest first
+
+
+class Kernel(Model):
+    """The int8 x int4/int8 GEMM micro-kernel an ISA level runs, and its int8 throughput per core."""
+
+    name: NonEmptyStr = Field(description="kernel family, e.g. KleidiAI qai8dxp x qsi4c32p i8mm (SMMLA)")
+    int8_macs_per_cycle: Number = Field(gt=0, description="int8 multiply-adds per cycle per core (prefill peak)")
+
+
+class Planning(Model):
+    """What `exporter plan` needs to choose a recipe for this phone."""
+
+    app_ram_share: Number = Field(gt=0, le=1, description="share of typical_ram_gb one app may use (memory budget)")
+    max_ppl_increase: Number = Field(ge=0, description="quality bound: perplexity at most this fraction over the "
+                                                       "unquantized model's (0.05 = 5%)")
+    decode_efficiency: Number = Field(gt=0, le=1, description="share of peak DRAM bandwidth decode reaches "
+                                                              "(replaced by measured bench results when present)")
+    prefill_efficiency: Number = Field(gt=0, le=1, description="share of peak int8 compute prefill reaches "
+                                                               "(replaced by measured bench results when present)")
+    kernels: dict[str, Kernel] = Field(description=f"ISA level ({', '.join(KERNEL_LEVELS)}) -> the kernel it runs")
+
+    @field_validator("kernels")
+    @classmethod
+    def _levels(cls, v: dict[str, Kernel]) -> dict[str, Kernel]:
+        for level in v:
+            if level not in KERNEL_LEVELS:
+                raise ValueError(f"unknown ISA level '{level}'{did_you_mean(level, KERNEL_LEVELS)} "
+                                 f"(known: {', '.join(KERNEL_LEVELS)})")
+        return v
+
+
 class DeviceProfile(Model):
     """One phone SoC: how to recognise it, its CPU and memory, and how to export for it."""
 
@@ -175,6 +207,7 @@ class DeviceProfile(Model):
     recipe: Recipe
     context: Context
     runtime: Runtime
+    planning: Planning
     _source: str = PrivateAttr(default="")
 
     @field_validator("schema_version", mode="before")
@@ -231,6 +264,15 @@ class DeviceProfile(Model):
     @property
     def cpu_set(self) -> tuple[int, ...]:
         return self.runtime.cpu_set
+
+    @property
+    def kernel_level(self) -> str:
+        """The fastest ISA level with its own kernel that this phone has (and the profile describes)."""
+        have = [lv for lv in KERNEL_LEVELS if lv in self.isa and lv in self.planning.kernels]
+        if not have:
+            raise ProfileError(f"profile {self.id}: planning.kernels describes none of its ISA levels "
+                               f"({', '.join(self.isa)})", hint="add planning.kernels.dotprod to the profile")
+        return have[-1]
 
     @property
     def total_cores(self) -> int:

@@ -80,9 +80,11 @@ def tiny_models(tmp_path_factory) -> dict[str, Path]:
 
 
 @pytest.fixture(autouse=True)
-def _offline(monkeypatch):
+def _offline(monkeypatch, tmp_path_factory):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     monkeypatch.setenv("TRANSFORMERS_OFFLINE", "1")
+    # bench results and plan measurements go to a per-session cache, never the user's ~/.cache/exporter
+    monkeypatch.setenv("EXPORTER_CACHE_DIR", str(tmp_path_factory.getbasetemp() / "exporter-cache"))
 
 @pytest.fixture
 def standin(tmp_path, monkeypatch):

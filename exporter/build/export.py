@@ -12,6 +12,7 @@ from ..artifact import (
     MANIFEST_SCHEMA_VERSION,
     PTE,
     Artifact,
+    PlanRecord,
     ContextRecord,
     ExportRecord,
     FileRecord,
@@ -139,6 +140,7 @@ def run_export(plan: ExportPlan, *, force: bool = False, progress: Progress = la
                 stages_s=stages, delegated_calls=lowered.delegated_ops, non_delegated_ops=lowered.non_delegated_ops,
             ),
             overrides=plan.overrides,
+            plan=PlanRecord.model_validate(plan.chosen_by) if plan.chosen_by else None,
         )
         manifest.save(stage_dir)
     return Artifact(plan.output, manifest)

@@ -211,6 +211,7 @@ class StaticCacheLM(nn.Module):
         self.max_seq_len = max_seq_len
         self.vocab_size = spec.vocab
         self.n_layers = spec.n_layers
+        self.all_logits = False  # `exporter plan` scores every position eagerly; exports keep the last only
         self.embed_tokens = nn.Embedding(spec.vocab, spec.hidden)
         self.layers = nn.ModuleList(Block(spec, i, max_seq_len, act, bias) for i in range(spec.n_layers))
         self.norm = RMSNorm(spec.hidden, spec.eps)
@@ -266,7 +267,7 @@ class StaticCacheLM(nn.Module):
             cos, sin = tables[rope_idx] if rope_idx is not None else (None, None)
             x = layer(x, cos, sin, self.rot, start_pos, masks.get(w) if w is not None else None)
         # Only the last position's logits: the lm_head over a whole prompt would dominate prefill.
-        logits = self.lm_head(self.norm(x[:, -1, :]))
+        logits = self.lm_head(self.norm(x if self.all_logits else x[:, -1, :]))
         if self.spec.logits_divisor is not None:
             logits = logits / self.spec.logits_divisor
         if self.spec.final_softcap is not None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TypedDict, Unpack
+from typing import Callable, TypedDict, Unpack
 
 from ..errors import UsageError
 from ..profiles import DeviceProfile, load_profile
@@ -13,6 +13,7 @@ from .recipes import Recipe, parse_label
 from .source import ModelSource, load_config, resolve_source
 
 MIN_SEQ_LEN = 8
+AUTO = "auto"  # --recipe auto: the recipe `exporter plan` chooses for the model and profile
 
 
 @dataclass(frozen=True)
@@ -39,6 +40,7 @@ class ExportPlan:
     output: Path
     overrides: dict = field(default_factory=dict)
     notices: tuple[str, ...] = ()  # what the caller should tell the user (overrides, caps)
+    chosen_by: dict | None = None  # `--recipe auto`: the plan's record (artifact.PlanRecord fields)
 
     @property
     def max_seq_len(self) -> int:
@@ -69,13 +71,14 @@ def default_output(source: ModelSource, profile: DeviceProfile) -> Path:
 class PlanOptions(TypedDict, total=False):
     """What a user may choose beyond model, device and output (the CLI's flags, the API's keywords)."""
 
-    recipe: str | None  # a full label (`8da4w-g64+emb8w`) instead of the profile's recipe
+    recipe: str | None  # a full label (`8da4w-g64+emb8w`) instead of the profile's recipe; "auto": exporter plan's
     quant: str | None  # these three override single fields of that recipe
     group_size: int | None
     embedding_quant: str | None
     max_seq_len: int | None  # default: the profile's context length, capped to the model's limit
     serial: str | None  # with device "auto": which phone to detect
     adb: str | os.PathLike | None  # the adb client (default: EXPORTER_ADB, then PATH)
+    progress: Callable[[str], None] | None  # with recipe "auto": the plan's progress
 
 
 def build_plan(model: str | None, device: str | os.PathLike | DeviceProfile, output: str | os.PathLike | None = None,
@@ -84,6 +87,13 @@ def build_plan(model: str | None, device: str | os.PathLike | DeviceProfile, out
     recipe, quant, group_size, embedding_quant, max_seq_len = (
         options.get(k) for k in ("recipe", "quant", "group_size", "embedding_quant", "max_seq_len"))
     profile, notices = resolve_profile(device, serial=options.get("serial"), adb_path=options.get("adb"))
+    chosen_by = None
+    if recipe == AUTO:
+        from ..plan_run import run_plan
+
+        result = run_plan(model, profile, max_seq_len=max_seq_len, progress=options.get("progress") or (lambda s: None))
+        recipe, chosen_by = result.chosen, result.record()
+        notices.append(f"recipe {recipe} chosen by exporter plan: {result.reason}")
     base = parse_label(recipe) if recipe else profile.recipe
     overrides: dict = {"recipe": base.label()} if recipe else {}
     fields = {k: v for k, v in {"linear": quant, "group_size": group_size, "embedding": embedding_quant}.items()
@@ -114,4 +124,4 @@ def build_plan(model: str | None, device: str | os.PathLike | DeviceProfile, out
         overrides["max_seq_len"] = max_seq_len
     context = ContextChoice(seq, requested, model_limit if isinstance(model_limit, int) else None)
     out = Path(output) if output is not None else default_output(source, profile)
-    return ExportPlan(source, profile, chosen, context, out, overrides, tuple(notices))
+    return ExportPlan(source, profile, chosen, context, out, overrides, tuple(notices), chosen_by)

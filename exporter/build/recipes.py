@@ -63,6 +63,9 @@ class Recipe(Model):
     embedding: NonEmptyStr
     embedding_group_size: Int
     output: NonEmptyStr
+    # Mixed precision: decoder layers (0-based) whose linears take the 8-bit form of the 4-bit `linear` scheme
+    # (8da4w -> 8da8w, 4w -> 8w), chosen by `exporter plan` from the per-layer cost of 4-bit error.
+    layers_8bit: tuple[Int, ...] = ()
 
     @field_validator("linear")
     @classmethod
@@ -86,6 +89,13 @@ class Recipe(Model):
     def _groups(self) -> "Recipe":
         _check_group("group_size", self.linear, "linear", self.group_size)
         _check_group("embedding_group_size", self.embedding, "embedding", self.embedding_group_size)
+        if self.layers_8bit:
+            if not is_4bit(self.linear):
+                raise ValueError(f"field 'recipe.layers_8bit': only a 4-bit linear scheme has 8-bit layers "
+                                 f"(linear is {self.linear})")
+            if list(self.layers_8bit) != sorted(set(self.layers_8bit)) or self.layers_8bit[0] < 0:
+                raise ValueError(f"field 'recipe.layers_8bit': {list(self.layers_8bit)} must be distinct layer "
+                                 "numbers (0 or more) in increasing order")
         return self
 
     @classmethod
@@ -98,18 +108,25 @@ class Recipe(Model):
             raise RecipeError(problem.message, hint=problem.hint) from None
 
     def label(self) -> str:
-        """Short, stable name: `8da4w-g32+emb4w-g32`, `8da8w+emb8w+out8w`, `none+outnone`.
+        """Short, stable name: `8da4w-g32+emb4w-g32`, `8da8w+emb8w+out8w`, `none+outnone`, `8da4w-g64+l8-0.3`.
 
         4-bit schemes carry `-g<N>` (`-pc` for per-channel, group 0); 8-bit schemes are always per-channel and carry
         nothing. The embedding part is left out when the embedding stays float; the output part is added only when
-        the lm_head is not treated like the other linears. `parse_label` reads it back.
+        the lm_head is not treated like the other linears; `l8-` lists the decoder layers kept at 8 bits.
+        `parse_label` reads it back.
         """
         parts = [_scheme_label(self.linear, self.group_size)]
         if self.embedding != "none":
             parts.append("emb" + _scheme_label(self.embedding, self.embedding_group_size))
         if self.output != "linear":
             parts.append("out" + self.output)
+        if self.layers_8bit:
+            parts.append(LAYERS_8BIT_PREFIX + ".".join(str(i) for i in self.layers_8bit))
         return "+".join(parts)
+
+    def eight_bit_form(self) -> str:
+        """The scheme of the `layers_8bit` linears: 8da8w for 8da4w, 8w for 4w."""
+        return self.linear[:-2] + "8w"
 
     def replace_checked(self, **overrides: Any) -> "Recipe":
         """A copy with `overrides` applied and validated (RecipeError on an unknown field or a bad value).
@@ -137,6 +154,7 @@ def _scheme_label(scheme: str, group: int) -> str:
     return f"{scheme}-g{group}" if group else f"{scheme}-pc"
 
 
+LAYERS_8BIT_PREFIX = "l8-"
 _PART = re.compile(r"^(?P<scheme>[a-z0-9]+?)(?:-(?:g(?P<group>\d+)|(?P<pc>pc)))?$")
 
 
@@ -146,10 +164,17 @@ def parse_label(label: str) -> Recipe:
     fields: dict[str, Any] = {"embedding": "none", "embedding_group_size": 0, "output": "linear"}
     for i, part in enumerate(parts):
         key = "linear"
+        if i and part.startswith(LAYERS_8BIT_PREFIX):
+            numbers = part[len(LAYERS_8BIT_PREFIX):].split(".")
+            if not all(n.isdigit() for n in numbers):
+                raise RecipeError(f"recipe label '{label}': '{part}' is not l8- and layer numbers joined by '.'",
+                                  hint="e.g. 8da4w-g64+l8-0.3.29 keeps decoder layers 0, 3 and 29 at 8 bits")
+            fields["layers_8bit"] = tuple(int(n) for n in numbers)
+            continue
         if i:
             key = next((k for k, prefix in (("embedding", "emb"), ("output", "out")) if part.startswith(prefix)), "")
             if not key:
-                raise RecipeError(f"recipe label '{label}': '{part}' is neither emb... nor out...",
+                raise RecipeError(f"recipe label '{label}': '{part}' is neither emb..., out... nor l8-...",
                                   hint="labels look like 8da4w-g32+emb4w-g64 or 8da8w+emb8w+out8w")
             part = part[3:]
         m = _PART.match(part)
@@ -305,7 +330,11 @@ def search_symmetric_scales(
     return codes, scales
 
 
-def _refine_4bit(lm: nn.Module, originals: dict[str, torch.Tensor], importance: dict[str, torch.Tensor]) -> int:
+ScaleCache = dict  # (module name, group size) -> (codes, scales) of search_symmetric_scales
+
+
+def _refine_4bit(lm: nn.Module, originals: dict[str, torch.Tensor], importance: dict[str, torch.Tensor],
+                 cache: ScaleCache | None = None) -> int:
 
     refined = 0
     for fqn, module in lm.named_modules():
@@ -316,7 +345,12 @@ def _refine_4bit(lm: nn.Module, originals: dict[str, torch.Tensor], importance: 
             continue
         n, k = w.qdata.shape
         group = k // w.scale.reshape(n, -1).shape[1]
-        q, s = search_symmetric_scales(originals[fqn], group, importance.get(fqn))
+        found = cache.get((fqn, group)) if cache is not None else None
+        if found is None:
+            found = search_symmetric_scales(originals[fqn], group, importance.get(fqn))
+            if cache is not None:
+                cache[(fqn, group)] = found
+        q, s = found
         w.qdata.copy_(q)
         w.scale.copy_(s.to(w.scale.dtype).reshape(w.scale.shape))
         if getattr(w, "zero_point", None) is not None:
@@ -325,14 +359,30 @@ def _refine_4bit(lm: nn.Module, originals: dict[str, torch.Tensor], importance: 
     return refined
 
 
-def apply_recipe(lm: nn.Module, recipe, importance: dict[str, torch.Tensor] | None = None) -> QuantReport:
+def _layer_of(fqn: str) -> int | None:
+    """The decoder layer a module belongs to (`layers.12.mlp.up_proj` -> 12), None outside the layers."""
+    parts = fqn.split(".")
+    return int(parts[1]) if len(parts) > 1 and parts[0] == "layers" and parts[1].isdigit() else None
+
+
+def apply_recipe(lm: nn.Module, recipe, importance: dict[str, torch.Tensor] | None = None,
+                 scale_cache: ScaleCache | None = None) -> QuantReport:
     """Quantize `lm` (a StaticCacheLM) in place following `recipe` (a profiles.Recipe).
 
-    With `importance` (from collect_importance), 4-bit linear scales are re-searched (see module doc).
+    With `importance` (from collect_importance), 4-bit linear scales are re-searched (see module doc);
+    `scale_cache` keeps those searches for the next call on a copy of the same model (exporter plan).
     """
     from torch import nn
 
     from torchao.quantization.quant_api import quantize_
+
+    keep_8bit = set(recipe.layers_8bit)
+
+    def is_8bit_layer(m, fqn):
+        return isinstance(m, nn.Linear) and _layer_of(fqn) in keep_8bit
+
+    def is_body_linear(m, fqn):  # the linears `recipe.linear` applies to
+        return isinstance(m, nn.Linear) and fqn != "lm_head" and _layer_of(fqn) not in keep_8bit
 
     originals: dict[str, torch.Tensor] = {}
     if importance is not None and recipe.linear in ("8da4w", "4w"):
@@ -340,14 +390,11 @@ def apply_recipe(lm: nn.Module, recipe, importance: dict[str, torch.Tensor] | No
         originals = {
             fqn: m.weight.detach().clone()
             for fqn, m in lm.named_modules()
-            if isinstance(m, nn.Linear) and (fqn != "lm_head" or targets)
+            if is_body_linear(m, fqn) or (fqn == "lm_head" and targets)
         }
 
     if recipe.embedding != "none":
         quantize_(lm, embedding_config(recipe.embedding, recipe.embedding_group_size), filter_fn=lambda m, fqn: fqn == "embed_tokens")
-
-    def is_body_linear(m, fqn):
-        return isinstance(m, nn.Linear) and fqn != "lm_head"
 
     fallback: list[str] = []
     n_linear = 0
@@ -355,10 +402,12 @@ def apply_recipe(lm: nn.Module, recipe, importance: dict[str, torch.Tensor] | No
         gs = recipe.group_size
         if gs:
             fallback = [fqn for fqn, m in lm.named_modules() if is_body_linear(m, fqn) and m.in_features % gs]
+        if keep_8bit:
+            quantize_(lm, linear_config(recipe.eight_bit_form(), 0), filter_fn=is_8bit_layer)
         quantize_(lm, linear_config(recipe.linear, gs), filter_fn=lambda m, fqn: is_body_linear(m, fqn) and fqn not in fallback)
         if fallback:
             quantize_(lm, linear_config(recipe.linear, 0), filter_fn=lambda m, fqn: fqn in fallback)
-        n_linear = sum(1 for fqn, m in lm.named_modules() if is_body_linear(m, fqn))
+        n_linear = sum(1 for fqn, m in lm.named_modules() if is_body_linear(m, fqn) or is_8bit_layer(m, fqn))
 
     output = "none"
     if recipe.output == "linear" and recipe.linear != "none":
@@ -368,7 +417,7 @@ def apply_recipe(lm: nn.Module, recipe, importance: dict[str, torch.Tensor] | No
     elif recipe.output == "8w":
         quantize_(lm, linear_config("8da8w", 0), filter_fn=lambda m, fqn: fqn == "lm_head")
         output = "8da8w-per-channel"
-    refined = _refine_4bit(lm, originals, importance or {}) if originals else 0
+    refined = _refine_4bit(lm, originals, importance or {}, scale_cache) if originals else 0
     embedding = "none" if recipe.embedding == "none" else f"{recipe.embedding}-g{recipe.embedding_group_size}"
     return QuantReport(
         linear_layers=n_linear,

@@ -20,6 +20,7 @@ COMMANDS: dict[str, str] = {
     "devices": ".devices:devices",
     "export": ".export:export_cmd",
     "verify": ".export:verify_cmd",
+    "plan": ".plan:plan_cmd",
     "bundle": ".app:bundle",
     "app-bench": ".app:app_bench",
     "harness": ".harness:harness",

@@ -64,7 +64,7 @@ _chunk_len_option = click.option("--chunk-len", type=click.IntRange(min=2), defa
 @click.option("--model", default=None, help="Hub id, local folder or .gguf file (default: built-in SmolLM2-135M-Instruct).")
 @click.option("--device", required=True, help="Profile id (see 'exporter devices'), a profile YAML path, or 'auto'.")
 @click.option("--output", "-o", "output_dir", type=click.Path(path_type=Path), default=None, help="Output folder (default: out/<model>-<device>).")
-@click.option("--recipe", default=None, help="A whole recipe label instead of the profile's, e.g. 8da4w-g64+emb8w.")
+@click.option("--recipe", default=None, help="A whole recipe label instead of the profile's, e.g. 8da4w-g64+emb8w; 'auto': the one 'exporter plan' chooses.")
 @click.option("--quant", type=click.Choice(LINEAR_SCHEMES), default=None, help="Override the linear scheme.")
 @click.option("--group-size", type=int, default=None, help="Override the linear group size (0 = per channel).")
 @click.option("--embedding-quant", type=click.Choice(EMBEDDING_SCHEMES), default=None, help="Override the embedding scheme.")
