@@ -214,3 +214,21 @@ def test_cli_export_terminal_is_quiet_and_json_is_clean(tiny_models, tmp_path):
     foreign = [ln for ln in p.stderr.splitlines() if not re.match(r"^(\[\s*\d+\.\d+s\] |  done in \d)", ln)]
     assert foreign == []
     assert json.loads((out / "manifest.json").read_text())["verification"]["status"] == "passed"
+
+
+def test_recipe_auto_exports_the_plans_choice_and_records_the_plan(tiny_models, tmp_path, monkeypatch):
+    text = tmp_path / "eval.txt"
+    text.write_text("It is a truth universally acknowledged, that a single man in possession of a good fortune, "
+                    "must be in want of a wife. " * 12)
+    monkeypatch.setenv("EXPORTER_EVAL_TEXT", str(text))
+    out = tmp_path / "out"
+    plan = build_plan(str(tiny_models["llama"]), "sm8650", out, recipe="auto", max_seq_len=32)
+    assert plan.chosen_by is not None and plan.recipe.label() == plan.chosen_by["chosen"]
+    manifest = run_export(plan).manifest
+    assert manifest.plan.chosen == manifest.recipe.label and manifest.plan.reason
+    assert len(manifest.plan.candidates) >= 6
+    chosen = next(c for c in manifest.plan.candidates if c.verdict == "chosen")
+    # the plan's exact weight bytes are the .pte's contents; the rest is the program and alignment
+    assert 0 < manifest.pte.bytes - chosen.weight_bytes < 64 * 1024, (manifest.pte.bytes, chosen.weight_bytes)
+    on_disk = json.loads((out / "manifest.json").read_text())
+    assert on_disk["plan"]["chosen"] == manifest.recipe.label and on_disk["overrides"]["recipe"] == manifest.recipe.label
