@@ -1,9 +1,9 @@
 """Run a plan: measure the candidates of a model once (cached), then rank them for a profile.
 
-Measurements (quality, exact bytes, per-layer 4-bit costs) depend on the model, the context (RoPE tables), the
-evaluation text and the library versions, not on the phone, so they are cached under
-`<cache>/plans/<key>.json` and every profile with the same context reuses them; the ranking is recomputed
-each time (it is arithmetic, and bench results may have changed the efficiencies).
+Measurements (quality, exact bytes, per-layer 4-bit costs) depend on the model, the evaluation text and the
+library versions, not on the phone, so they are cached under `<cache>/plans/<key>.json` and every profile
+reuses them. Bytes are stored without the RoPE tables, whose size follows the context (added per profile);
+the ranking is recomputed each time (it is arithmetic, and bench results may have changed the efficiencies).
 """
 
 from __future__ import annotations
@@ -68,7 +68,7 @@ def run_plan(model: str | None, profile: DeviceProfile, *, max_seq_len: int | No
     context = export_plan.max_seq_len
     text_path = settings.text_path()
     text = text_path.read_text(encoding="utf-8", errors="replace")
-    key_fields = {"format": CACHE_FORMAT, "weights": weights_sha256(export_plan.source), "context": context,
+    key_fields = {"format": CACHE_FORMAT, "weights": weights_sha256(export_plan.source),
                   "text": hashlib.sha256(text.encode()).hexdigest(), "chunks": settings.chunks,
                   "chunk_len": settings.chunk_len, "versions": _versions()}
     key = hashlib.sha256(json.dumps(key_fields, sort_keys=True).encode()).hexdigest()[:20]
@@ -88,6 +88,7 @@ def run_plan(model: str | None, profile: DeviceProfile, *, max_seq_len: int | No
         progress("measuring the cost of 4-bit weights per layer")
         costs = ev.layer_costs(32)
         store = {"key": key_fields, "shape": _shape(ev.lm).to_dict(), "unquantized": ev.unquantized.to_dict(),
+                 "rope_bytes_per_position": _rope_bytes_per_position(ev.lm),
                  "evaluation": ev_description, "layer_costs": costs, "measured": {}, "candidates": []}
     from .build.candidates import candidate_recipes
 
@@ -97,7 +98,7 @@ def run_plan(model: str | None, profile: DeviceProfile, *, max_seq_len: int | No
     cached = not missing
     for i, recipe in enumerate(missing):
         progress(f"candidate {i + 1}/{len(missing)}: {recipe.label()}")
-        m = get_evaluator().measure(recipe, context)
+        m = get_evaluator().measure(recipe, context=0)
         store["measured"][recipe.label()] = {"label": recipe.label(), "recipe": recipe.to_dict(),
                                              "quality": m.quality.to_dict(), "weights": m.weights.to_dict()}
     store["candidates"] = sorted(set(store["candidates"]) | {r.label() for r in recipes})
@@ -105,12 +106,29 @@ def run_plan(model: str | None, profile: DeviceProfile, *, max_seq_len: int | No
         _write(path, store)
 
     shape = ModelShape(**store["shape"])
-    measured = [store["measured"][r.label()] for r in recipes]
+    rope = store["rope_bytes_per_position"]
+    measured = [{**store["measured"][r.label()], "weights": _at_context(store["measured"][r.label()]["weights"], rope,
+                                                                        context)} for r in recipes]
     rows, reason, prediction = rank(profile, shape, measured, store["unquantized"]["perplexity"], context,
                                     load_results(profile.id))
     chosen = next(r for r in rows if r.chosen)
     return PlanResult(export_plan.source.id, profile.id, context, rows, chosen.label, reason, store["unquantized"],
                       store["evaluation"], prediction, store["layer_costs"], cached)
+
+
+def _rope_bytes_per_position(lm) -> int:
+    from .build.candidates import ROPE_PREFIX
+
+    return sum(t.numel() * t.element_size() for name, t in lm.named_buffers()
+               if name.startswith(ROPE_PREFIX)) // lm.max_seq_len
+
+
+def _at_context(weights: dict[str, int], rope_per_position: int, context: int) -> dict[str, int]:
+    """Bytes measured without RoPE tables (context 0) at `context`: the tables are stored whole, and a decoded
+    token reads one position of them."""
+    tables = rope_per_position * context
+    return {**weights, "other": weights["other"] + tables, "total": weights["total"] + tables,
+            "read_per_token": weights["read_per_token"] + rope_per_position}
 
 
 def _evaluator(source, text: str, text_name: str, settings: EvalSettings, progress):

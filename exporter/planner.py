@@ -186,7 +186,7 @@ def choose(rows: list[Row], *, bound: float, budget: int, tie: float = SPEED_TIE
         if not r.fits:
             r.verdict = f"too big: {r.memory_bytes / 1e6:.0f} MB > budget {budget / 1e6:.0f} MB"
         elif eligible and not r.within_quality:
-            r.verdict = f"over the quality bound: +{r.ppl_increase:.1%} > +{bound:.0%}"
+            r.verdict = f"over the quality bound: {r.ppl_increase:+.1%} > +{bound:.0%}"
         elif r.decode_tps < best.decode_tps * (1 - tie):
             r.verdict = f"slower: {r.decode_tps:.0f} vs {best.decode_tps:.0f} tok/s"
         else:

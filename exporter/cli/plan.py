@@ -15,7 +15,7 @@ def _rows(plan) -> list[tuple]:
     for r in plan.rows:
         q = r.quality
         out.append(("*" if r.chosen else "", r.label, human_bytes(r.weights["total"]), human_bytes(r.memory_bytes),
-                    "yes" if r.fits else "NO", f"{q['perplexity']:.2f} (+{r.ppl_increase:.0%})", f"{q['kl']:.3f}",
+                    "yes" if r.fits else "NO", f"{q['perplexity']:.2f} ({r.ppl_increase:+.0%})", f"{q['kl']:.3f}",
                     f"{r.prefill_tps:.0f}", f"{r.decode_tps:.0f}", "yes" if r.pareto else "", r.verdict))
     return out
 
