@@ -30,7 +30,7 @@ def plot_plan(plan: PlanResult, path: Path) -> Path:
     ax.set_xlabel(f"predicted decode tok/s on {plan.profile} (KV cache {plan.prediction['decode_depth']} deep)")
     ax.set_ylabel(f"perplexity ({plan.evaluation['text']}, {plan.evaluation['scored_tokens']} tokens)")
     ax.set_title(f"{plan.model.split('/')[-1]} on {plan.profile}: chosen {plan.chosen}", fontsize=9)
-    ax.legend(fontsize=7, loc="upper right")
+    ax.legend(fontsize=7, loc="lower right")
     ax.grid(alpha=0.3)
     fig.tight_layout()
     try:

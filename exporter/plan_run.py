@@ -41,14 +41,6 @@ class EvalSettings:
         return path
 
 
-def _versions() -> dict[str, str]:
-    from importlib.metadata import version
-
-    from . import __version__
-
-    return {"exporter": __version__, **{p: version(p) for p in ("torch", "executorch", "torchao", "transformers")}}
-
-
 def _shape(lm) -> ModelShape:
     from torch import nn
 
@@ -61,6 +53,7 @@ def run_plan(model: str | None, profile: DeviceProfile, *, max_seq_len: int | No
              settings: EvalSettings = EvalSettings(), use_cache: bool = True,
              progress: Callable[[str], None] = lambda s: None) -> PlanResult:
     """The plan of `model` (None: the built-in one) on `profile`: every candidate measured, the choice made."""
+    from .build.export import library_versions
     from .build.plan import build_plan
     from .build.source import weights_sha256
 
@@ -70,7 +63,7 @@ def run_plan(model: str | None, profile: DeviceProfile, *, max_seq_len: int | No
     text = text_path.read_text(encoding="utf-8", errors="replace")
     key_fields = {"format": CACHE_FORMAT, "weights": weights_sha256(export_plan.source),
                   "text": hashlib.sha256(text.encode()).hexdigest(), "chunks": settings.chunks,
-                  "chunk_len": settings.chunk_len, "versions": _versions()}
+                  "chunk_len": settings.chunk_len, "versions": library_versions()}
     key = hashlib.sha256(json.dumps(key_fields, sort_keys=True).encode()).hexdigest()[:20]
     path = cache_dir() / "plans" / f"{key}.json"
     store = _read(path) if use_cache else None

@@ -11,7 +11,7 @@ from __future__ import annotations
 import copy
 import math
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Callable, Sequence
+from typing import TYPE_CHECKING, Sequence
 
 from ..errors import UsageError
 from .candidates import WeightBytes, count_bytes
@@ -135,11 +135,3 @@ class EagerEvaluator:
                 m.weight.data.copy_(w)
         return costs
 
-
-def evaluate_candidates(evaluator: EagerEvaluator, recipes: Sequence[Recipe], context: int,
-                        progress: Callable[[str], None] = lambda s: None) -> list[Measured]:
-    out = []
-    for i, recipe in enumerate(recipes):
-        progress(f"candidate {i + 1}/{len(recipes)}: {recipe.label()}")
-        out.append(evaluator.measure(recipe, context))
-    return out

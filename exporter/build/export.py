@@ -38,7 +38,8 @@ Progress = Callable[[str], None]
 CALIBRATION_TOKENS = 512
 
 
-def _versions() -> dict:
+def library_versions() -> dict:
+    """exporter and the libraries that decide what a .pte contains (manifests, plan caches)."""
     from importlib.metadata import version
 
     out = {"exporter": __version__}
@@ -133,7 +134,7 @@ def run_export(plan: ExportPlan, *, force: bool = False, progress: Progress = la
             cpu_set=plan.profile.cpu_set,
             vocab_size=lm.vocab_size,
             n_layers=lm.n_layers,
-            versions=_versions(),
+            versions=library_versions(),
             export=ExportRecord(
                 wall_s=round(time.perf_counter() - t_start, 2),
                 peak_rss_bytes=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024,
