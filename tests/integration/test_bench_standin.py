@@ -50,11 +50,17 @@ def bench_args(folder, *extra):
 
 
 def test_bench_fake_harness_end_to_end(tmp_path, export):
+    from exporter.results import load_results
+
+    stored = len(load_results("sm8650"))
     s = StandIn.phones(tmp_path, S24)
     out_dir = tmp_path / "out"
     p = run_cli(bench_args(export, "--serial", S24, "--out-dir", out_dir), s.env)
     assert p.returncode == 0, p.stderr
     rows = json.loads(p.stdout)["rows"]
+    # each phone test is also kept for `exporter plan` (the measured efficiencies of the profile)
+    new = load_results("sm8650")[stored:]
+    assert [r["decode_tps"] for r in new] == [r["decode_tps_mean"] for r in rows] and new[0]["pte_bytes"] > 0
     prof = load_profile("sm8650")
     assert [r["test"] for r in rows] == ["pp4+tg4", "pp8+tg4"]
     for r, plen in zip(rows, (4, 8)):
