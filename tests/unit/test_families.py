@@ -21,10 +21,14 @@ from exporter.errors import ModelError
 PROMPT, DECODE, MAX_SEQ = 20, 32, 64
 
 
+def _tokens() -> list[int]:
+    return torch.randint(2, 300, (PROMPT + DECODE,), generator=torch.Generator().manual_seed(1)).tolist()
+
+
 @pytest.mark.parametrize("name", FAMILY_CASES)
 def test_fp32_decoder_matches_transformers_past_the_window(name):
     hf = tiny_family(name)
-    tokens = torch.randint(2, 300, (PROMPT + DECODE,), generator=torch.Generator().manual_seed(1)).tolist()
+    tokens = _tokens()
     with torch.no_grad():
         want = hf(torch.tensor([tokens])).logits[0, PROMPT - 1 :]
     lm = build_static_lm(hf, MAX_SEQ)
@@ -58,7 +62,7 @@ def test_the_window_is_what_makes_it_exact(name):
 def test_gemma2_softcaps_are_what_make_it_exact(cap):
     """The caps of the tiny Gemma 2 bite: the fp32 test would see either one dropped."""
     hf = tiny_family("gemma2")
-    tokens = torch.randint(2, 300, (PROMPT + DECODE,), generator=torch.Generator().manual_seed(1)).tolist()
+    tokens = _tokens()
     with torch.no_grad():
         want = hf(torch.tensor([tokens])).logits[0, PROMPT - 1 :]
     lm = build_static_lm(hf, MAX_SEQ)
@@ -152,7 +156,7 @@ def _closeness(hf, lm, tokens):
 @pytest.mark.parametrize("name", FAMILY_CASES)
 def test_8da4w_decoder_is_as_close_as_round_to_nearest(name, search):
     hf = tiny_family(name)
-    tokens = torch.randint(2, 300, (PROMPT + DECODE,), generator=torch.Generator().manual_seed(1)).tolist()
+    tokens = _tokens()
     (rms, worst), (rtn_rms, rtn_worst), want = _closeness(hf, _quantized_8da4w(hf, search), tokens)
     assert 0.02 * want.std() < rtn_rms < 0.6 * want.std()  # the reference is quantized, and not noise
     assert rms > 0.2 * rtn_rms  # the weights were quantized at all
@@ -167,7 +171,7 @@ def test_8da4w_closeness_catches_a_wrong_output_scale(name):
     hf = tiny_family(name)
     lm = _quantized_8da4w(hf, "importance")
     lm.lm_head.weight.scale.mul_(1.3)
-    tokens = torch.randint(2, 300, (PROMPT + DECODE,), generator=torch.Generator().manual_seed(1)).tolist()
+    tokens = _tokens()
     (rms, _), (rtn_rms, _), _ = _closeness(hf, lm, tokens)
     assert rms > BOUNDS["importance"][0] * rtn_rms
 
