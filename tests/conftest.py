@@ -126,7 +126,11 @@ def tiny_family(name: str):
 def save_tiny_family(folder: Path, name: str) -> Path:
     """`tiny_family(name)` as a model folder the exporter loads (config, weights, the tiny tokenizer)."""
     folder.mkdir(parents=True, exist_ok=True)
-    tiny_family(name).save_pretrained(folder)
+    model = tiny_family(name)
+    # Room for the special tokens a family's tokenizer class adds when it loads the tiny tokenizer (Qwen2's
+    # <|endoftext|> becomes id 300), or `verify` rightly refuses a tokenizer with ids past the vocabulary.
+    model.resize_token_embeddings(320)
+    model.save_pretrained(folder)
     _tiny_tokenizer(folder)
     return folder
 
