@@ -59,6 +59,86 @@ def make_tiny_model(folder: Path, family: str, seed: int = 0, **overrides) -> Pa
     return folder
 
 
+WINDOW = 8
+FAMILY_TINY = dict(vocab_size=300, hidden_size=64, intermediate_size=96, num_hidden_layers=4, num_attention_heads=4,
+                   num_key_value_heads=2, max_position_embeddings=256, bos_token_id=0, eos_token_id=1, pad_token_id=0)
+
+
+def family_config(name: str):
+    """A tiny transformers config of each supported family, with the switch that family is known for turned on.
+
+    Sliding windows are 8 (tests run well past them); vocab 300 matches the tiny tokenizer's."""
+    import transformers as tf
+
+    longrope = {"rope_type": "longrope", "rope_theta": 10000.0, "partial_rotary_factor": 0.75,
+                "original_max_position_embeddings": 32,
+                "short_factor": [1.0 + 0.1 * i for i in range(6)], "long_factor": [1.5 + 0.3 * i for i in range(6)]}
+    configs = {
+        "llama": tf.LlamaConfig(**FAMILY_TINY, tie_word_embeddings=False),
+        # llama3 RoPE scaling and tied embeddings, as Llama 3.2 1B/3B ship
+        "llama3_2": tf.LlamaConfig(**FAMILY_TINY, tie_word_embeddings=True, rope_parameters={
+            "rope_type": "llama3", "rope_theta": 500000.0, "factor": 32.0, "low_freq_factor": 1.0,
+            "high_freq_factor": 4.0, "original_max_position_embeddings": 16}),
+        "mistral": tf.MistralConfig(**FAMILY_TINY, sliding_window=WINDOW),
+        "qwen2": tf.Qwen2Config(**FAMILY_TINY, use_sliding_window=True, sliding_window=WINDOW, max_window_layers=2,
+                                tie_word_embeddings=False),
+        "qwen3": tf.Qwen3Config(**{**FAMILY_TINY, "head_dim": 32}),
+        # Phi-3-mini: fused projections, a sliding window on every layer
+        "phi3": tf.Phi3Config(**FAMILY_TINY, sliding_window=WINDOW),
+        # Phi-4-mini: partial rotary 0.75, LongRoPE. The decoder's tables cover max_seq_len positions, so they
+        # use the long factors once max_seq_len passes original_max_position_embeddings (32 here), as transformers
+        # does for a whole sequence that long. Phi3Config's own original_max_position_embeddings (default 4096)
+        # overrides the one in rope_parameters, so it is set too.
+        "phi4_mini": tf.Phi3Config(**FAMILY_TINY, tie_word_embeddings=True, rope_parameters=longrope,
+                                   original_max_position_embeddings=32, sliding_window=None),
+        "smollm3": tf.SmolLM3Config(**FAMILY_TINY, no_rope_layer_interval=2),
+        "granite": tf.GraniteConfig(**FAMILY_TINY, embedding_multiplier=12.0, residual_multiplier=0.22,
+                                    attention_multiplier=0.0078125, logits_scaling=2.0),
+        # Caps small enough to bite: these random weights give attention logits of about 0.1 and output logits of
+        # about 0.2 (real Gemma 2: caps 50 and 30 on logits that reach them)
+        "gemma2": tf.Gemma2Config(**{**FAMILY_TINY, "head_dim": 16}, sliding_window=WINDOW, query_pre_attn_scalar=24,
+                                  attn_logit_softcapping=0.1, final_logit_softcapping=0.3),
+        "gemma3": tf.Gemma3TextConfig(**{**FAMILY_TINY, "head_dim": 16, "num_hidden_layers": 6}, sliding_window=WINDOW,
+                                      query_pre_attn_scalar=24, rope_parameters={
+                                          "sliding_attention": {"rope_type": "default", "rope_theta": 10000.0},
+                                          "full_attention": {"rope_type": "linear", "rope_theta": 1000000.0,
+                                                             "factor": 8.0}}),
+    }
+    return configs[name]
+
+
+def tiny_family(name: str):
+    """A random-weight eager transformers model of `family_config(name)`."""
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    torch.manual_seed(0)
+    config = family_config(name)
+    config._attn_implementation = "eager"
+    model = AutoModelForCausalLM.from_config(config).eval()
+    with torch.no_grad():
+        for p in model.parameters():
+            if p.dim() == 1:  # norms start at 0 (Gemma) or 1; random ones test the (1 + w) fold
+                p.copy_(torch.randn_like(p) * 0.3 + (0.0 if "gemma" in name else 1.0))
+    return model
+
+
+def save_tiny_family(folder: Path, name: str) -> Path:
+    """`tiny_family(name)` as a model folder the exporter loads (config, weights, the tiny tokenizer)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    model = tiny_family(name)
+    # Room for the special tokens a family's tokenizer class adds when it loads the tiny tokenizer (Qwen2's
+    # <|endoftext|> becomes id 300), or `verify` rightly refuses a tokenizer with ids past the vocabulary.
+    model.resize_token_embeddings(320)
+    model.save_pretrained(folder)
+    _tiny_tokenizer(folder)
+    return folder
+
+
+FAMILY_CASES = ["llama", "llama3_2", "mistral", "qwen2", "qwen3", "phi3", "phi4_mini", "smollm3", "granite", "gemma2",
+                "gemma3"]
+
+
 def decode_like_the_runner(lm, tokens: list[int], prefill: int):
     """The exporter's eager static-cache decoder called as the runners call a .pte: one prefill call, then one
     token per call. Returns the logits rows [len(tokens) - prefill + 1, vocab]."""
