@@ -326,7 +326,7 @@ class StaticCacheLM(nn.Module):
 
     def reset_cache(self) -> None:
         for layer in self.layers:
-            for name, buf in layer.self_attn.named_buffers():
+            for name, buf in layer.self_attn.named_buffers(recurse=False):  # not k_norm.mean_row
                 if name.startswith(("k_", "v_")):
                     buf.zero_()
 
