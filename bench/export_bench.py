@@ -30,6 +30,7 @@ def main() -> int:
     ap.add_argument("--text", type=Path, default=TEXT)
     ap.add_argument("--chunks", type=int, default=8)
     ap.add_argument("--chunk-len", type=int, default=512)
+    ap.add_argument("--kv-cache", choices=("fp32", "int8"), default=None, help="'exporter export --kv-cache'")
     ap.add_argument("--extra", nargs="*", default=[], help="extra 'exporter export' flags, e.g. --quant 8da4w --group-size 64")
     args = ap.parse_args()
     if not args.text.is_file():
@@ -38,7 +39,8 @@ def main() -> int:
 
     exe = [sys.executable, "-m", "exporter"]
     t0 = time.perf_counter()
-    subprocess.run(exe + ["export", "--device", args.device, "--output", str(args.out), "--force", "--no-verify", *args.extra], check=True)
+    subprocess.run(exe + ["export", "--device", args.device, "--output", str(args.out), "--force", "--no-verify",
+                          *(["--kv-cache", args.kv_cache] if args.kv_cache else []), *args.extra], check=True)
     wall = time.perf_counter() - t0
     manifest = json.loads((args.out / "manifest.json").read_text())
     verify = subprocess.run(
@@ -60,6 +62,8 @@ def main() -> int:
         "pte_bytes": manifest["pte"]["bytes"],
         "bf16_bytes": manifest["bf16_bytes"],
         "size_reduction": manifest["size_reduction"],
+        "kv_cache": manifest["recipe"]["spec"].get("kv_cache", "fp32"),
+        "kv_cache_bytes": manifest.get("kv_cache_bytes"),
         "eval": {"text": args.text.name, "chunks": result["chunks"], "chunk_len": result["chunk_len"],
                  "scored_tokens": result["scored_tokens"]},
         "ppl_fp32_eager": result["ppl_eager"],

@@ -64,7 +64,7 @@ def export(
 ) -> ExportResult:
     """Export `model` (a Hub id, a folder, a .gguf, or None for the built-in SmolLM2) for `device` (a profile
     id, a profile YAML path, or "auto" for the phone on adb) into `output` (default out/<model>-<profile>);
-    `options` (recipe, quant, group_size, embedding_quant, max_seq_len, serial, adb) are build.plan.PlanOptions.
+    `options` (recipe, quant, group_size, embedding_quant, kv_cache, max_seq_len, serial, adb) are build.plan.PlanOptions.
 
     The destination is checked and locked before any work; the folder appears whole at the end or not at all.
     With `verify`, the .pte is then compared with the eager model on the host and the outcome is recorded in

@@ -156,6 +156,10 @@ class Manifest(Model):
     cpu_set: tuple[Count, ...]
     vocab_size: Int = Field(ge=1)
     n_layers: Int = Field(ge=1)
+    kv_cache_bytes: Count | None = Field(
+        default=None, description="bytes of the KV cache buffers the .pte allocates at run time "
+        "(layers x 2 x max_seq_len x kv_heads x head_dim x dtype size, plus int8 scales and zero points); "
+        "absent in manifests written before it was recorded")
     versions: dict[str, NonEmptyStr]
     export: ExportRecord
     overrides: dict[str, str | int]

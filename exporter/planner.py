@@ -17,6 +17,7 @@ import statistics
 from dataclasses import asdict, dataclass, field
 from typing import Any, Sequence
 
+from .build.recipes import kv_cache_bytes as recipe_kv_cache_bytes
 from .errors import ModelError
 from .profiles import DeviceProfile
 
@@ -44,13 +45,9 @@ class ModelShape:
         return asdict(self)
 
 
-def kv_bytes_per_value(recipe: Any) -> int:
-    """Bytes per cached key/value element. fp32 today; an int8 cache (a `kv_cache` recipe field) plugs in here."""
-    return {"int8": 1}.get(getattr(recipe, "kv_cache", "fp32"), FP32)
-
-
 def kv_cache_bytes(shape: ModelShape, tokens: int, recipe: Any) -> int:
-    return 2 * shape.n_layers * shape.n_kv_heads * shape.head_dim * tokens * kv_bytes_per_value(recipe)
+    return recipe_kv_cache_bytes(shape.n_layers, shape.n_kv_heads, shape.head_dim, tokens,
+                                 getattr(recipe, "kv_cache", "fp32"))
 
 
 def activation_bytes(shape: ModelShape, context: int) -> int:

@@ -37,6 +37,8 @@ ROW_FIELDS: dict[str, tuple[str, str]] = {
     "pte_bytes": ("int", "size of model.pte"),
     "pte_sha256": ("str", "sha256 of model.pte"),
     "max_seq_len": ("int", "positions the .pte allows"),
+    "kv_cache": ("str", "KV cache storage from the recipe: fp32 | int8"),
+    "kv_cache_bytes": ("int", "KV cache buffers the .pte allocates (manifest; null in older manifests)"),
     "exporter_version": ("str", "exporter package version that ran the bench"),
     "executorch_version": ("str", "executorch version the .pte was exported with (manifest)"),
     "torch_version": ("str", "torch version of the export (manifest)"),
@@ -60,6 +62,8 @@ ROW_FIELDS: dict[str, tuple[str, str]] = {
     "token_ms_p50_mean": ("float", "median per-token decode latency, ms, mean over runs"),
     "token_ms_p90_mean": ("float", "p90 per-token decode latency, ms, mean over runs"),
     "peak_rss_mib": ("float", "largest peak RSS (VmHWM) over runs, MiB"),
+    "rss_other_mib": ("float", "peak RSS minus pte bytes minus KV cache bytes, MiB: runtime, activations, "
+                               "allocator (negative when mmap left part of the .pte unread)"),
     "bandwidth_gbps": ("float", "memory bandwidth used for the roofline, GB/s"),
     "bandwidth_source": ("str", "where bandwidth_gbps comes from (profile, measured on host, given, assumed)"),
     "roofline_decode_tps": ("float", "decode tokens/s the bandwidth allows: bandwidth / pte_bytes per token"),
@@ -81,7 +85,7 @@ JSON_ONLY_FIELDS = {
     "samples": "the raw run objects (protocol.RUN_FIELDS fields + per-run temperature and cooldown wait)",
 }
 METRIC_FIELDS = [k for k in ROW_FIELDS if k.endswith(("_mean", "_sd")) or k in (
-    "peak_rss_mib", "roofline_decode_tps", "roofline_fraction", "n_runs")]
+    "peak_rss_mib", "rss_other_mib", "roofline_decode_tps", "roofline_fraction", "n_runs")]
 
 
 def _mask(cpu_set: Sequence[int]) -> str:
@@ -102,6 +106,8 @@ def build_rows(results: Sequence[TestResult], artifact: Artifact) -> list[dict[s
         p50, _ = mean_sd([x.get("token_ms_p50") for x in runs])
         p90, _ = mean_sd([x.get("token_ms_p90") for x in runs])
         rss = [x.get("peak_rss_kb") for x in runs if x.get("peak_rss_kb") is not None]
+        peak_mib = max(rss) / 1024 if rss else None
+        kv_bytes = m.kv_cache_bytes
         bw = d.bandwidth_gbps
         # an emulator's timings say nothing about the memory system: no roofline from them
         roof = bw * 1e9 / m.pte.bytes if bw and not d.emulated else None
@@ -116,7 +122,8 @@ def build_rows(results: Sequence[TestResult], artifact: Artifact) -> list[dict[s
             "android_release": d.android_release, "sdk": d.sdk, "profile_id": d.profile_id,
             "detected_profile_id": d.detected_profile_id, "runner": r.runner,
             "model": m.model.id, "recipe": m.recipe.label, "pte_bytes": m.pte.bytes, "pte_sha256": pte_sha,
-            "max_seq_len": m.max_seq_len, "exporter_version": __version__,
+            "max_seq_len": m.max_seq_len, "kv_cache": m.recipe.spec.kv_cache, "kv_cache_bytes": kv_bytes,
+            "exporter_version": __version__,
             "executorch_version": v.get("executorch"), "torch_version": v.get("torch"),
             "torchao_version": v.get("torchao"),
             "threads": r.threads, "cpu_set": ",".join(map(str, r.cpu_set)), "cpu_mask": _mask(r.cpu_set),
@@ -125,7 +132,9 @@ def build_rows(results: Sequence[TestResult], artifact: Artifact) -> list[dict[s
             "prefill_tps_mean": pre, "prefill_tps_sd": pre_sd, "decode_tps_mean": dec, "decode_tps_sd": dec_sd,
             "ttft_ms_mean": ttft, "ttft_ms_sd": ttft_sd, "model_load_ms_mean": load,
             "token_ms_p50_mean": p50, "token_ms_p90_mean": p90,
-            "peak_rss_mib": max(rss) / 1024 if rss else None,
+            "peak_rss_mib": peak_mib,
+            "rss_other_mib": peak_mib - (m.pte.bytes + kv_bytes) / 2**20
+            if peak_mib is not None and kv_bytes is not None else None,
             "bandwidth_gbps": bw, "bandwidth_source": d.bandwidth_source,
             "roofline_decode_tps": roof, "roofline_fraction": dec / roof if dec is not None and roof else None,
             "temp_c_before": r.env.get("temp_c_before", pre_temps[0] if pre_temps else None),
@@ -184,7 +193,7 @@ def _num(value: float | None, digits: int = 1) -> str:
 def markdown_table(rows: Sequence[dict]) -> tuple[list[str], list[list[str]]]:
     several = len({r["serial"] for r in rows}) > 1
     cols = (["device"] if several else []) + ["model", "recipe", "soc", "threads", "test", "pp t/s", "tg t/s",
-                                              "ttft ms", "load ms", "RSS MiB", "roofline"]
+                                              "ttft ms", "load ms", "RSS MiB", "pte+KV MiB", "roofline"]
     body = []
     for r in rows:
         pp, tg = f"pp{r['prompt_len']}", f"tg{r['gen_len']}"
@@ -192,7 +201,7 @@ def markdown_table(rows: Sequence[dict]) -> tuple[list[str], list[list[str]]]:
             r["model"] or "?", r["recipe"] or "?", (r["soc"] or "?") + (" (emulated)" if r["emulated"] else ""),
             str(r["threads"]), f"{pp}+{tg}",
             _pm(r["prefill_tps_mean"], r["prefill_tps_sd"]), _pm(r["decode_tps_mean"], r["decode_tps_sd"]),
-            _num(r["ttft_ms_mean"]), _num(r["model_load_ms_mean"]), _num(r["peak_rss_mib"]),
+            _num(r["ttft_ms_mean"]), _num(r["model_load_ms_mean"]), _num(r["peak_rss_mib"]), _pte_kv(r),
             "n/a" if r["roofline_fraction"] is None else
             f"{100 * r['roofline_fraction']:.0f}% of {r['roofline_decode_tps']:.1f}",
         ]
@@ -202,9 +211,15 @@ def markdown_table(rows: Sequence[dict]) -> tuple[list[str], list[list[str]]]:
     return cols, body
 
 
+def _pte_kv(r: dict) -> str:
+    """Peak RSS set against what the program must hold: `88.0+9.4` (pte + KV cache, MiB)."""
+    pte = r["pte_bytes"] / 2**20
+    return f"{pte:.1f}+{r['kv_cache_bytes'] / 2**20:.1f}" if r["kv_cache_bytes"] is not None else f"{pte:.1f}+?"
+
+
 def to_markdown(rows: Sequence[dict]) -> str:
     cols, body = markdown_table(rows)
-    numeric = {"threads", "pp t/s", "tg t/s", "ttft ms", "load ms", "RSS MiB"}
+    numeric = {"threads", "pp t/s", "tg t/s", "ttft ms", "load ms", "RSS MiB", "pte+KV MiB"}
     lines = ["| " + " | ".join(cols) + " |",
              "|" + "|".join("---:" if c in numeric else "---" for c in cols) + "|"]
     lines += ["| " + " | ".join(cells) + " |" for cells in body]

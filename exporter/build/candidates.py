@@ -101,8 +101,8 @@ def candidate_recipes(base: Recipe, layers_by_cost: Sequence[int]) -> list[Recip
     8-bit output layer, and mixed precision keeping the decoder layers whose 4-bit error costs most (first in
     `layers_by_cost`) at 8 bits; plus `base` (the profile's recipe) when it is none of these.
 
-    The KV cache stays fp32 in every candidate: a `kv_cache` recipe field (int8 cache) would multiply them
-    here, and planner.kv_bytes_per_value would read it.
+    The KV cache stays fp32 in every candidate: the eager evaluator holds one fp32-cache decoder, and the int8
+    cache (`--kv-cache int8`) measured slower on hosts so far (docs/benchmarks.md), so it is chosen by hand.
     """
     emb4 = {"embedding": "4w", "embedding_group_size": 64}
     emb8 = {"embedding": "8w", "embedding_group_size": 0}

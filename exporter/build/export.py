@@ -59,7 +59,7 @@ def run_export(plan: ExportPlan, *, force: bool = False, progress: Progress = la
     import torch
 
     from .lower import export_program, lower_to_executorch, runner_metadata
-    from .model import arch_spec, build_static_lm
+    from .model import arch_spec, build_static_lm, spec_kv_cache_bytes
     from .recipes import apply_recipe, collect_importance
     from .source import (
         load_model,
@@ -87,7 +87,7 @@ def run_export(plan: ExportPlan, *, force: bool = False, progress: Progress = la
     bf16 = _bf16_bytes(hf_model)
     n_params = bf16 // 2
     family = arch_spec(hf_model.config).family
-    lm = build_static_lm(hf_model, plan.max_seq_len)
+    lm = build_static_lm(hf_model, plan.max_seq_len, plan.recipe.kv_cache)
     t = stage("load_s", t)
 
     progress(f"quantizing ({plan.recipe.label()})")
@@ -134,6 +134,7 @@ def run_export(plan: ExportPlan, *, force: bool = False, progress: Progress = la
             cpu_set=plan.profile.cpu_set,
             vocab_size=lm.vocab_size,
             n_layers=lm.n_layers,
+            kv_cache_bytes=spec_kv_cache_bytes(lm.spec, plan.max_seq_len, plan.recipe.kv_cache),
             versions=library_versions(),
             export=ExportRecord(
                 wall_s=round(time.perf_counter() - t_start, 2),

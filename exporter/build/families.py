@@ -11,7 +11,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-from ..errors import ModelError
+from ..errors import ModelError, RecipeError
 
 FULL = "full_attention"
 SLIDING = "sliding_attention"
@@ -69,6 +69,16 @@ def family_of(config) -> Family:
             hint=f"supported model types: {', '.join(sorted(FAMILIES))}",
         )
     return family
+
+
+def check_kv_cache(family: Family, kv_cache: str) -> None:
+    """RecipeError when `family` cannot use a `kv_cache` storage (recipes.KV_CACHE_DTYPES)."""
+    if kv_cache == "int8" and family.attn_softcap:
+        # The softcapped path is plain ATen attention over the cache; llama::custom_quantized_sdpa, which
+        # reads int8 codes, has no softcap, and dequantizing the whole cache every step would cost more
+        # than the memory saved.
+        raise RecipeError(f"an int8 KV cache is not supported for the {family.family} family "
+                          "(its attention logits are softcapped)", hint="use --kv-cache fp32")
 
 
 @dataclass(frozen=True)

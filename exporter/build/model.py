@@ -12,6 +12,12 @@ attend only to its last `window + seq - 1` slots under an additive mask that hid
 window: exact at every length up to the context length, with attention work bounded by the window (the KV
 memory stays full length: no ring buffer; see docs/models.md).
 
+An int8 KV cache (recipe kv_cache "int8") follows ExecuTorch's own llama example (QuantizedKVCache +
+QuantizedSDPA): each new key/value row is quantized per token and head (asymmetric int8, one fp32 scale and one
+int8 zero point per row), stored with `llama::update_cache`, and `llama::custom_quantized_sdpa` reads the int8
+codes directly, with the query quantized the same way. Every op has an out-variant in the stock runtime
+(llama custom ops + quantized kernels), so the stock runners and the native harness run it unchanged.
+
 Calling convention of the exported `forward` (what ExecuTorch's stock LLM runners expect):
     tokens: int64 [1, S], input_pos: int64 [1]  ->  logits: float32 [1, vocab] (last position only)
 """
@@ -22,7 +28,8 @@ import torch
 from torch import nn
 
 from ..errors import ModelError
-from .families import DecoderSpec, Family, family_of, resolve
+from .recipes import kv_cache_bytes
+from .families import DecoderSpec, Family, check_kv_cache, family_of, resolve
 
 # Masked logits get the most negative float, as transformers' eager masks do: exp() of it is exactly 0 once a
 # visible key is in the row, and no inf - inf can arise in custom_sdpa's blockwise softmax (blocks of 512 keys
@@ -104,8 +111,19 @@ def window_span(start_pos, seq: int, window: int, cache_len: int):
     return first, width
 
 
+def quantize_per_token(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """int8 codes of x [1, S, H, D] with one fp32 scale and one int8 zero point per (position, head): [1, S, H, 1]."""
+    scales, zero_points = torch.ops.quantized_decomposed.choose_qparams_per_token_asymmetric.default(x, torch.int8)
+    codes = torch.ops.quantized_decomposed.quantize_per_token(x, scales, zero_points, -128, 127, torch.int8)
+    return codes, scales.to(torch.float32), zero_points.to(torch.int8)
+
+
+def spec_kv_cache_bytes(spec: DecoderSpec, max_seq_len: int, kv_cache: str) -> int:
+    return kv_cache_bytes(spec.n_layers, spec.n_kv_heads, spec.head_dim, max_seq_len, kv_cache)
+
+
 class Attention(nn.Module):
-    def __init__(self, spec: DecoderSpec, layer: int, max_seq_len: int, bias: dict[str, bool]):
+    def __init__(self, spec: DecoderSpec, layer: int, max_seq_len: int, bias: dict[str, bool], kv_cache: str):
         super().__init__()
         dim, hd = spec.hidden, spec.head_dim
         self.n_heads, self.n_kv_heads, self.head_dim = spec.n_heads, spec.n_kv_heads, hd
@@ -119,8 +137,16 @@ class Attention(nn.Module):
         self.q_norm = RMSNorm(hd, spec.eps) if spec.family.qk_norm else None
         self.k_norm = RMSNorm(hd, spec.eps) if spec.family.qk_norm else None
         # Layout [batch, seq, kv_heads, head_dim] is what llama::update_cache / custom_sdpa take.
-        self.register_buffer("k_cache", torch.zeros(1, max_seq_len, spec.n_kv_heads, hd), persistent=False)
-        self.register_buffer("v_cache", torch.zeros(1, max_seq_len, spec.n_kv_heads, hd), persistent=False)
+        self.int8_kv = kv_cache == "int8"
+        dtype = torch.int8 if self.int8_kv else torch.float32
+        self.register_buffer("k_cache", torch.zeros(1, max_seq_len, spec.n_kv_heads, hd, dtype=dtype), persistent=False)
+        self.register_buffer("v_cache", torch.zeros(1, max_seq_len, spec.n_kv_heads, hd, dtype=dtype), persistent=False)
+        if self.int8_kv:
+            row = (1, max_seq_len, spec.n_kv_heads, 1)
+            self.register_buffer("k_scales", torch.ones(row), persistent=False)
+            self.register_buffer("v_scales", torch.ones(row), persistent=False)
+            self.register_buffer("k_zero_points", torch.zeros(row, dtype=torch.int8), persistent=False)
+            self.register_buffer("v_zero_points", torch.zeros(row, dtype=torch.int8), persistent=False)
 
     def forward(self, x, cos, sin, rot, start_pos: int, mask):
         seq = x.shape[1]
@@ -131,6 +157,9 @@ class Attention(nn.Module):
             q, k = self.q_norm(q), self.k_norm(k)
         if self.use_rope:
             q, k = _apply_rope(q, cos, sin, rot), _apply_rope(k, cos, sin, rot)
+        if self.int8_kv:
+            out = self._int8_attention(q, k, v, start_pos, mask)
+            return self.o_proj(out.reshape(1, seq, self.n_heads * self.head_dim))
         torch.ops.llama.update_cache(k, self.k_cache, start_pos)
         torch.ops.llama.update_cache(v, self.v_cache, start_pos)
         if self.softcap is not None:
@@ -143,6 +172,24 @@ class Attention(nn.Module):
             v = self.v_cache.narrow(1, first, width)
             out = torch.ops.llama.custom_sdpa(q, k, v, start_pos - first, m, 0.0, False, self.scale)
         return self.o_proj(out.reshape(1, seq, self.n_heads * self.head_dim))
+
+    def _int8_attention(self, q, k, v, start_pos, mask):
+        """Quantize the new rows into the int8 cache and attend over the codes (custom_sdpa's two paths)."""
+        k_codes, k_scales, k_zero_points = quantize_per_token(k)
+        v_codes, v_scales, v_zero_points = quantize_per_token(v)
+        caches = (self.k_cache, self.v_cache, self.k_scales, self.v_scales, self.k_zero_points, self.v_zero_points)
+        for row, cache in zip((k_codes, v_codes, k_scales, v_scales, k_zero_points, v_zero_points), caches):
+            torch.ops.llama.update_cache(row, cache, start_pos)
+        q_codes, q_scales, q_zero_points = quantize_per_token(q)
+        if mask is None:
+            pos, m, causal = start_pos, None, True
+        else:
+            first, width, m = mask
+            caches = tuple(c.narrow(1, first, width) for c in caches)
+            pos, causal = start_pos - first, False
+        kc, vc, ks, vs, kz, vz = caches
+        return torch.ops.llama.custom_quantized_sdpa(q_codes, kc, vc, pos, m, 0.0, causal, self.scale,
+                                                     q_zero_points, q_scales, kz, ks, vz, vs)
 
     def _softcapped(self, q, start_pos, seq: int, mask):
         """Attention with tanh-capped logits (Gemma 2) in plain ATen ops: custom_sdpa has no softcap."""
@@ -173,11 +220,11 @@ class MLP(nn.Module):
 
 
 class Block(nn.Module):
-    def __init__(self, spec: DecoderSpec, layer: int, max_seq_len: int, act, bias: dict[str, bool]):
+    def __init__(self, spec: DecoderSpec, layer: int, max_seq_len: int, act, bias: dict[str, bool], kv_cache: str):
         super().__init__()
         dim, eps = spec.hidden, spec.eps
         self.input_layernorm = RMSNorm(dim, eps)
-        self.self_attn = Attention(spec, layer, max_seq_len, bias)
+        self.self_attn = Attention(spec, layer, max_seq_len, bias, kv_cache)
         # Llama naming: post_attention_layernorm is the norm before the MLP. Gemma naming: it is the norm
         # of the attention output, and the MLP is wrapped by pre_/post_feedforward_layernorm.
         self.post_attention_layernorm = RMSNorm(dim, eps)
@@ -204,16 +251,18 @@ class StaticCacheLM(nn.Module):
     """Decoder-only LM with a static KV cache of `max_seq_len` slots, one forward for prefill and decode."""
 
     def __init__(self, spec: DecoderSpec, max_seq_len: int, rope: dict[str, tuple[torch.Tensor, torch.Tensor]],
-                 act, bias: dict[str, bool]):
+                 act, bias: dict[str, bool], kv_cache: str = "fp32"):
         super().__init__()
+        check_kv_cache(spec.family, kv_cache)
         head_dim = spec.head_dim
         self.spec = spec
         self.max_seq_len = max_seq_len
+        self.kv_cache = kv_cache
         self.vocab_size = spec.vocab
         self.n_layers = spec.n_layers
         self.all_logits = False  # `exporter plan` scores every position eagerly; exports keep the last only
         self.embed_tokens = nn.Embedding(spec.vocab, spec.hidden)
-        self.layers = nn.ModuleList(Block(spec, i, max_seq_len, act, bias) for i in range(spec.n_layers))
+        self.layers = nn.ModuleList(Block(spec, i, max_seq_len, act, bias, kv_cache) for i in range(spec.n_layers))
         self.norm = RMSNorm(spec.hidden, spec.eps)
         self.lm_head = nn.Linear(spec.hidden, spec.vocab, bias=False)
         # A window at least as long as the cache hides nothing: those layers take custom_sdpa's causal path.
@@ -276,8 +325,9 @@ class StaticCacheLM(nn.Module):
 
     def reset_cache(self) -> None:
         for layer in self.layers:
-            layer.self_attn.k_cache.zero_()
-            layer.self_attn.v_cache.zero_()
+            for name, buf in layer.self_attn.named_buffers(recurse=False):  # not k_norm.mean_row
+                if name.startswith(("k_", "v_")):
+                    buf.zero_()
 
 
 def _rope_tables(hf_model, spec: DecoderSpec, max_seq_len: int) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
@@ -318,9 +368,11 @@ def _split_fused(spec: DecoderSpec, name: str, tensor: torch.Tensor) -> dict[str
     return {name: tensor}
 
 
-def build_static_lm(hf_model, max_seq_len: int) -> StaticCacheLM:
-    """Copy a loaded transformers causal LM (fp32) into a StaticCacheLM of `max_seq_len` cache slots."""
+def build_static_lm(hf_model, max_seq_len: int, kv_cache: str = "fp32") -> StaticCacheLM:
+    """Copy a loaded transformers causal LM (fp32) into a StaticCacheLM of `max_seq_len` cache slots, with a
+    KV cache stored as `kv_cache` (recipes.KV_CACHE_DTYPES)."""
     import executorch.extension.llm.custom_ops.custom_ops  # noqa: F401  the decoder calls llama::* ops eagerly too
+    import executorch.kernels.quantized  # noqa: F401  quantized_decomposed::*_per_token (int8 KV cache), with out-variants
 
     spec = resolve(hf_model.config)
     src: dict[str, torch.Tensor] = {}
@@ -334,7 +386,7 @@ def build_static_lm(hf_model, max_seq_len: int) -> StaticCacheLM:
     bias = {p: f"layers.0.self_attn.{p}.bias" in src for p in ("q_proj", "k_proj", "v_proj", "o_proj")}
     bias["mlp"] = "layers.0.mlp.gate_proj.bias" in src
     rope = _rope_tables(hf_model, spec, max_seq_len)
-    lm = StaticCacheLM(spec, max_seq_len, rope, _activation(spec.activation), bias)
+    lm = StaticCacheLM(spec, max_seq_len, rope, _activation(spec.activation), bias, kv_cache)
     if "lm_head.weight" not in src:  # tied embeddings
         src["lm_head.weight"] = src["embed_tokens.weight"]
     if spec.family.norm_plus_one:

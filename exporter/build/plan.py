@@ -9,6 +9,7 @@ from typing import Callable, TypedDict, Unpack
 
 from ..errors import UsageError
 from ..profiles import DeviceProfile, load_profile
+from .families import check_kv_cache, family_of
 from .recipes import Recipe, parse_label
 from .source import ModelSource, load_config, resolve_source
 
@@ -75,6 +76,7 @@ class PlanOptions(TypedDict, total=False):
     quant: str | None  # these three override single fields of that recipe
     group_size: int | None
     embedding_quant: str | None
+    kv_cache: str | None  # "int8" | "fp32": the KV cache's storage, overriding the recipe's
     max_seq_len: int | None  # default: the profile's context length, capped to the model's limit
     serial: str | None  # with device "auto": which phone to detect
     adb: str | os.PathLike | None  # the adb client (default: EXPORTER_ADB, then PATH)
@@ -84,8 +86,8 @@ class PlanOptions(TypedDict, total=False):
 def build_plan(model: str | None, device: str | os.PathLike | DeviceProfile, output: str | os.PathLike | None = None,
                **options: Unpack[PlanOptions]) -> ExportPlan:
     """Validate an export before it starts (see PlanOptions for the choices)."""
-    recipe, quant, group_size, embedding_quant, max_seq_len = (
-        options.get(k) for k in ("recipe", "quant", "group_size", "embedding_quant", "max_seq_len"))
+    recipe, quant, group_size, embedding_quant, kv_cache, max_seq_len = (
+        options.get(k) for k in ("recipe", "quant", "group_size", "embedding_quant", "kv_cache", "max_seq_len"))
     profile, notices = resolve_profile(device, serial=options.get("serial"), adb_path=options.get("adb"))
     chosen_by = None
     if recipe == AUTO:
@@ -96,8 +98,8 @@ def build_plan(model: str | None, device: str | os.PathLike | DeviceProfile, out
         notices.append(f"recipe {recipe} chosen by exporter plan: {result.reason}")
     base = parse_label(recipe) if recipe else profile.recipe
     overrides: dict = {"recipe": base.label()} if recipe else {}
-    fields = {k: v for k, v in {"linear": quant, "group_size": group_size, "embedding": embedding_quant}.items()
-              if v is not None}
+    fields = {k: v for k, v in {"linear": quant, "group_size": group_size, "embedding": embedding_quant,
+                                "kv_cache": kv_cache}.items() if v is not None}
     chosen = base.replace_checked(**fields) if fields else base
     overrides.update(fields)
     if chosen != profile.recipe:
@@ -115,7 +117,10 @@ def build_plan(model: str | None, device: str | os.PathLike | DeviceProfile, out
             hint=f"use --max-seq-len {profile.max_seq_len} or less",
         )
     source = resolve_source(model)
-    model_limit = getattr(load_config(source), "max_position_embeddings", None)
+    config = load_config(source)
+    if chosen.kv_cache != "fp32":
+        check_kv_cache(family_of(config), chosen.kv_cache)
+    model_limit = getattr(config, "max_position_embeddings", None)
     seq = requested
     if isinstance(model_limit, int) and model_limit >= MIN_SEQ_LEN and requested > model_limit:
         seq = model_limit

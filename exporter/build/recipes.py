@@ -31,6 +31,9 @@ if TYPE_CHECKING:  # torch loads only when a model is quantized, not when a prof
 LINEAR_SCHEMES = ("8da4w", "8da8w", "4w", "8w", "none")
 EMBEDDING_SCHEMES = ("4w", "8w", "none")
 OUTPUT_MODES = ("linear", "8w", "none")
+# int8: per-token asymmetric codes read directly by llama::custom_quantized_sdpa (a quarter of the fp32 bytes
+# plus one fp32 scale and one int8 zero point per position and head); see model.py.
+KV_CACHE_DTYPES = ("fp32", "int8")
 GROUP_SIZES_4BIT = (0, 32, 64, 128, 256)  # 0 = per-channel (linear) / per-row (embedding)
 
 
@@ -66,6 +69,7 @@ class Recipe(Model):
     # Mixed precision: decoder layers (0-based) whose linears take the 8-bit form of the 4-bit `linear` scheme
     # (8da4w -> 8da8w, 4w -> 8w), chosen by `exporter plan` from the per-layer cost of 4-bit error.
     layers_8bit: tuple[Int, ...] = ()
+    kv_cache: NonEmptyStr = "fp32"
 
     @field_validator("linear")
     @classmethod
@@ -83,6 +87,12 @@ class Recipe(Model):
     @classmethod
     def _output(cls, v: str) -> str:
         _check_choice("output", v, OUTPUT_MODES)
+        return v
+
+    @field_validator("kv_cache")
+    @classmethod
+    def _kv_cache(cls, v: str) -> str:
+        _check_choice("kv_cache", v, KV_CACHE_DTYPES)
         return v
 
     @model_validator(mode="after")
@@ -108,12 +118,14 @@ class Recipe(Model):
             raise RecipeError(problem.message, hint=problem.hint) from None
 
     def label(self) -> str:
-        """Short, stable name: `8da4w-g32+emb4w-g32`, `8da8w+emb8w+out8w`, `none+outnone`, `8da4w-g64+l8-0.3`.
+        """Short, stable name: `8da4w-g32+emb4w-g32`, `8da8w+emb8w+out8w`, `none+outnone`, `8da4w-g64+l8-0.3`,
+        `8da4w-g32+kv8`.
 
         4-bit schemes carry `-g<N>` (`-pc` for per-channel, group 0); 8-bit schemes are always per-channel and carry
         nothing. The embedding part is left out when the embedding stays float; the output part is added only when
-        the lm_head is not treated like the other linears; `l8-` lists the decoder layers kept at 8 bits.
-        `parse_label` reads it back.
+        the lm_head is not treated like the other linears; `l8-` lists the decoder layers kept at 8 bits; `+kv8`
+        comes last and only for an int8 KV cache (so fp32-cache labels stay what they were). `parse_label` reads
+        it back.
         """
         parts = [_scheme_label(self.linear, self.group_size)]
         if self.embedding != "none":
@@ -122,6 +134,8 @@ class Recipe(Model):
             parts.append("out" + self.output)
         if self.layers_8bit:
             parts.append(LAYERS_8BIT_PREFIX + ".".join(str(i) for i in self.layers_8bit))
+        if self.kv_cache == "int8":
+            parts.append("kv8")
         return "+".join(parts)
 
     def eight_bit_form(self) -> str:
@@ -159,9 +173,12 @@ _PART = re.compile(r"^(?P<scheme>[a-z0-9]+?)(?:-(?:g(?P<group>\d+)|(?P<pc>pc)))?
 
 
 def parse_label(label: str) -> Recipe:
-    """The Recipe a label names (`8da4w-g32+emb4w-g64`, `8da8w+emb8w+out8w`); RecipeError when it names none."""
+    """The Recipe a label names (`8da4w-g32+emb4w-g64`, `8da8w+emb8w+out8w+kv8`); RecipeError when it names none."""
     parts = label.strip().split("+")
     fields: dict[str, Any] = {"embedding": "none", "embedding_group_size": 0, "output": "linear"}
+    if len(parts) > 1 and parts[-1] == "kv8":
+        fields["kv_cache"] = "int8"
+        parts = parts[:-1]
     for i, part in enumerate(parts):
         key = "linear"
         if i and part.startswith(LAYERS_8BIT_PREFIX):
@@ -174,8 +191,8 @@ def parse_label(label: str) -> Recipe:
         if i:
             key = next((k for k, prefix in (("embedding", "emb"), ("output", "out")) if part.startswith(prefix)), "")
             if not key:
-                raise RecipeError(f"recipe label '{label}': '{part}' is neither emb..., out... nor l8-...",
-                                  hint="labels look like 8da4w-g32+emb4w-g64 or 8da8w+emb8w+out8w")
+                raise RecipeError(f"recipe label '{label}': '{part}' is neither emb..., out..., l8-... (nor a last +kv8)",
+                                  hint="labels look like 8da4w-g32+emb4w-g64 or 8da8w+emb8w+out8w+kv8")
             part = part[3:]
         m = _PART.match(part)
         if m is None:
@@ -189,6 +206,13 @@ def parse_label(label: str) -> Recipe:
             fields["group_size" if key == "linear" else "embedding_group_size"] = group
     return Recipe.make(**fields)
 
+
+
+def kv_cache_bytes(n_layers: int, n_kv_heads: int, head_dim: int, tokens: int, kv_cache: str) -> int:
+    """Bytes of K and V for `tokens` positions: fp32 values, or int8 codes plus a 4-byte scale and a 1-byte zero
+    point per cached row (what the decoder allocates and what a decode step at that depth reads)."""
+    row = head_dim + 4 + 1 if kv_cache == "int8" else head_dim * 4
+    return n_layers * 2 * tokens * n_kv_heads * row
 
 # ------------------------------------------------------------------------------------- applying it
 

@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING
 import click
 
 from .. import output
-from ..build.recipes import EMBEDDING_SCHEMES, LINEAR_SCHEMES
+from ..build.recipes import EMBEDDING_SCHEMES, KV_CACHE_DTYPES, LINEAR_SCHEMES
 from .options import StageTimer, adb_option, human_bytes, json_option
 
 if TYPE_CHECKING:
@@ -23,6 +23,7 @@ def _export_rows(m: Manifest) -> list[tuple[str, str]]:
         ("profile", f"{m.profile.id} ({m.profile.name})"),
         ("recipe", m.recipe.label),
         ("context", ctx),
+        ("KV cache", human_bytes(m.kv_cache_bytes) if m.kv_cache_bytes is not None else "not recorded"),
         (".pte", f"{human_bytes(m.pte.bytes)}  (bf16 weights {human_bytes(m.bf16_bytes)}, {m.size_reduction:.2f}x smaller)"),
         ("export time", f"{exp.wall_s:.1f} s  ({', '.join(f'{k[:-2]} {v:.0f}s' for k, v in exp.stages_s.items())})"),
         ("peak RSS", human_bytes(exp.peak_rss_bytes)),
@@ -68,6 +69,8 @@ _chunk_len_option = click.option("--chunk-len", type=click.IntRange(min=2), defa
 @click.option("--quant", type=click.Choice(LINEAR_SCHEMES), default=None, help="Override the linear scheme.")
 @click.option("--group-size", type=int, default=None, help="Override the linear group size (0 = per channel).")
 @click.option("--embedding-quant", type=click.Choice(EMBEDDING_SCHEMES), default=None, help="Override the embedding scheme.")
+@click.option("--kv-cache", type=click.Choice(KV_CACHE_DTYPES), default=None,
+              help="KV cache storage (default: the profile's recipe, fp32 unless it says int8).")
 @click.option("--max-seq-len", type=int, default=None, help="Context length (default: the profile's; capped to the model's).")
 @click.option("--serial", default=None, help="With --device auto: the phone to read the SoC from.")
 @adb_option
@@ -77,14 +80,14 @@ _chunk_len_option = click.option("--chunk-len", type=click.IntRange(min=2), defa
 @_chunks_option
 @_chunk_len_option
 @json_option
-def export_cmd(model, device, output_dir, recipe, quant, group_size, embedding_quant, max_seq_len, serial, adb_path,
+def export_cmd(model, device, output_dir, recipe, quant, group_size, embedding_quant, kv_cache, max_seq_len, serial, adb_path,
                force, verify, text_file, chunks, chunk_len, as_json):
     """Export a causal LM into an XNNPACK .pte for a phone SoC (model.pte + tokenizer + manifest.json)."""
     from ..api import export
 
     timer = StageTimer()
     result = export(model, device=device, output=output_dir, recipe=recipe, quant=quant, group_size=group_size,
-                    embedding_quant=embedding_quant, max_seq_len=max_seq_len, serial=serial, adb=adb_path, force=force,
+                    embedding_quant=embedding_quant, kv_cache=kv_cache, max_seq_len=max_seq_len, serial=serial, adb=adb_path, force=force,
                     verify=verify, progress=timer, **_verify_kwargs(text_file, chunks, chunk_len))
     timer.finish()
     if as_json:

@@ -108,6 +108,14 @@ def test_bad_recipe_override(capsys, tiny_models, tmp_path):
     assert code == 3 and "48" in err
 
 
+def test_bad_kv_cache_value(capsys, tiny_models, tmp_path):
+    args = ("export", "--model", str(tiny_models["llama"]), "--device", "sm8650", "--max-seq-len", "64")
+    code, _, err = run_cli(capsys, *args, "--kv-cache", "int4", "-o", str(tmp_path / "o"))
+    assert code == 2 and "int4" in err
+    code, _, err = run_cli(capsys, *args, "--recipe", "8da4w-g32+kv4", "-o", str(tmp_path / "o"))
+    assert code == 3 and "kv4" in err
+
+
 def test_verify_on_non_export_folder(capsys, tmp_path):
     code, _, err = run_cli(capsys, "verify", str(tmp_path))
     assert code == 11 and "no manifest.json" in err

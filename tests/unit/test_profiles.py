@@ -286,8 +286,9 @@ def test_shipped_id_must_match_file_name(monkeypatch, tmp_path):
 # --------------------------------------------------------------------------------------------- recipe
 
 
-def R(linear, group, emb, emb_group, output) -> Recipe:
-    return Recipe.make(linear=linear, group_size=group, embedding=emb, embedding_group_size=emb_group, output=output)
+def R(linear, group, emb, emb_group, output, kv_cache="fp32") -> Recipe:
+    return Recipe.make(linear=linear, group_size=group, embedding=emb, embedding_group_size=emb_group, output=output,
+                       kv_cache=kv_cache)
 
 
 @pytest.mark.parametrize("fields, label", [
@@ -295,6 +296,8 @@ def R(linear, group, emb, emb_group, output) -> Recipe:
     (("8da4w", 0, "8w", 0, "8w"), "8da4w-pc+emb8w+out8w"),
     (("8da8w", 0, "none", 0, "linear"), "8da8w"),
     (("none", 0, "none", 0, "none"), "none+outnone"),
+    (("8da4w", 32, "4w", 64, "linear", "int8"), "8da4w-g32+emb4w-g64+kv8"),
+    (("none", 0, "none", 0, "8w", "int8"), "none+out8w+kv8"),
 ])
 def test_recipe_labels_round_trip(fields, label):
     assert R(*fields).label() == label
@@ -303,7 +306,7 @@ def test_recipe_labels_round_trip(fields, label):
 
 @pytest.mark.parametrize("label, message", [
     ("8da4w-g48", "48 is not valid"), ("8da4x", "'8da4x' is not one of"), ("8da4w+foo", "neither emb"),
-    ("8da4w-gx", "cannot read"), ("", "cannot read"),
+    ("8da4w-gx", "cannot read"), ("", "cannot read"), ("8da4w+kv8+emb4w-g32", "neither emb"), ("kv8", "'kv8' is not one of"),
 ])
 def test_bad_recipe_labels(label, message):
     with pytest.raises(RecipeError, match=message):
@@ -317,6 +320,8 @@ def test_recipe_validates_on_construction():
         R("8da4w", 32, "4w", 16, "linear")
     with pytest.raises(RecipeError, match="expected an integer"):
         R("8da4w", "32", "4w", 32, "linear")
+    with pytest.raises(RecipeError, match="field 'recipe.kv_cache': 'int4' is not one of fp32, int8"):
+        R("8da4w", 32, "4w", 32, "linear", "int4")
 
 
 def test_recipe_replace_checked():

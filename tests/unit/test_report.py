@@ -23,7 +23,7 @@ from exporter.report import ROW_FIELDS, build_rows, to_csv, to_json, to_markdown
 
 
 def _info(tmp_path, nbytes=1_000_000):
-    return Artifact.open(fake_export(tmp_path / "exp", payload=b"\0" * (nbytes - 8)))
+    return Artifact.open(fake_export(tmp_path / "exp", payload=b"\0" * (nbytes - 8), kv_cache_bytes=3 << 20))
 
 
 def _runs(rng, n, plen):
@@ -58,6 +58,8 @@ def test_rows_stats_roofline_and_printers(tmp_path):
     assert r["decode_tps_mean"] == pytest.approx(statistics.fmean(dec))
     assert r["decode_tps_sd"] == pytest.approx(statistics.stdev(dec))
     assert r["peak_rss_mib"] == pytest.approx(max(x["peak_rss_kb"] for x in results[0].runs) / 1024)
+    assert r["kv_cache"] == "fp32" and r["kv_cache_bytes"] == info.manifest.kv_cache_bytes == 3 << 20
+    assert r["rss_other_mib"] == pytest.approx(r["peak_rss_mib"] - 1_000_000 / 2**20 - 3)
     assert r["roofline_decode_tps"] == pytest.approx(60e9 / 1_000_000)
     assert r["roofline_fraction"] == pytest.approx(r["decode_tps_mean"] / r["roofline_decode_tps"])
     assert r["cpu_mask"] == "0x30" and r["test"] == "pp64+tg32" and r["model"] == "tiny/llama"
@@ -71,6 +73,7 @@ def test_rows_stats_roofline_and_printers(tmp_path):
     assert table[0] == list(ROW_FIELDS) and len(table) == 4 and all(len(t) == len(ROW_FIELDS) for t in table)
     md = to_markdown(rows)
     assert "pp64+tg32" in md and "±" in md and "FAILED" in md and "roofline" in md
+    assert f"| {1_000_000 / 2**20:.1f}+3.0 |" in md
 
     written = write_report(rows, tmp_path / "out")
     assert {"results.json", "results.csv", "results.md"} <= set(written)
