@@ -13,6 +13,7 @@ from ..artifact import (
     PTE,
     Artifact,
     ContextRecord,
+    DimsRecord,
     ExportRecord,
     FileRecord,
     Manifest,
@@ -132,6 +133,8 @@ def run_export(plan: ExportPlan, *, force: bool = False, progress: Progress = la
             cpu_set=plan.profile.cpu_set,
             vocab_size=lm.vocab_size,
             n_layers=lm.n_layers,
+            dims=DimsRecord(hidden=lm.spec.hidden, n_heads=lm.spec.n_heads, n_kv_heads=lm.spec.n_kv_heads,
+                            head_dim=lm.spec.head_dim, intermediate=lm.spec.intermediate, windows=lm.spec.windows),
             versions=_versions(),
             export=ExportRecord(
                 wall_s=round(time.perf_counter() - t_start, 2),
