@@ -6,6 +6,7 @@ unpacked and built under ~/.cache/exporter-bench/llama.cpp-<version>/ once; `ens
 binaries and a record of what was built (version, sdist sha256, CMake flags, build time) from build.json.
 
     .venv/bin/python bench/llamacpp.py            # build (or find) the tools and the Q4_0 GGUF, print the record
+    .venv/bin/python bench/llamacpp.py perplexity # llama-perplexity table -> bench/results/llamacpp_ppl_<date>.json
 """
 
 from __future__ import annotations
@@ -135,7 +136,55 @@ def ensure_q4_0(record: dict[str, Any], python: str = sys.executable) -> dict[st
     return info
 
 
+PPL_TEXT = REPO.parent / "shared" / "data" / "austen" / "prideprejudice.txt"
+GEMMA_GGUF = Path.home() / ".cache" / "exporter-gguf" / "gemma-3-270m-q4_k_m.gguf"
+_PPL = re.compile(r"Final estimate: PPL = ([0-9.]+) \+/- ([0-9.]+)")
+
+
+def perplexity(record: dict[str, Any], gguf: Path, text: Path, ctx: int, chunks: int, threads: int) -> dict[str, Any]:
+    """llama-perplexity on the first `chunks` chunks of `ctx` tokens of `text` (it scores each chunk's second half)."""
+    argv = [record["binaries"]["llama-perplexity"], "-m", str(gguf), "-f", str(text), "-c", str(ctx), "--chunks",
+            str(chunks), "-t", str(threads), "-b", str(ctx)]
+    t0 = time.monotonic()
+    proc = subprocess.run(argv, capture_output=True, text=True)
+    found = _PPL.search(proc.stdout + proc.stderr)
+    if proc.returncode != 0 or not found:
+        tail = "\n".join((proc.stderr or proc.stdout).strip().splitlines()[-6:])
+        raise RuntimeError(f"llama-perplexity exited {proc.returncode}: {tail}")
+    return {"gguf": str(gguf), "gguf_bytes": gguf.stat().st_size, "text": str(text), "ctx": ctx, "chunks": chunks,
+            "scored_tokens": chunks * (ctx - ctx // 2 - 1), "ppl": float(found.group(1)),
+            "ppl_err": float(found.group(2)), "wall_s": round(time.monotonic() - t0, 1),
+            "command": " ".join(Path(argv[0]).name if i == 0 else a for i, a in enumerate(argv))}
+
+
+def perplexity_table(threads: int = 2) -> dict[str, Any]:
+    """The llama.cpp perplexities of docs/benchmarks.md: Gemma-3-270M Q4_K_M at 2 x 1024, SmolLM2 Q4_0 and the
+    package's Q4_1 at 8 x 512, the chunkings `exporter verify` used for the numbers they sit beside."""
+    sys.path.insert(0, str(REPO))
+    from exporter.build.source import builtin_gguf_path
+
+    record = ensure_llamacpp()
+    q4 = ensure_q4_0(record)
+    runs = [("gemma-3-270m Q4_K_M", GEMMA_GGUF, 1024, 2), ("SmolLM2-135M Q4_0 (from the fp32 weights)",
+            Path(q4["gguf"]), 512, 8), ("SmolLM2-135M Q4_1 (the package's GGUF)", builtin_gguf_path(), 512, 8)]
+    out = {"llama_cpp": {k: record[k] for k in ("package", "version", "cmake_flags")}, "q4_0": q4, "rows": []}
+    for name, gguf, ctx, chunks in runs:
+        say(f"[llama-perplexity] {name}: {chunks} x {ctx}")
+        try:
+            out["rows"].append({"model": name, **perplexity(record, Path(gguf), PPL_TEXT, ctx, chunks, threads)})
+        except (RuntimeError, OSError, TypeError) as err:
+            out["rows"].append({"model": name, "error": f"{type(err).__name__}: {err}"})
+    return out
+
+
 if __name__ == "__main__":
+    if sys.argv[1:] == ["perplexity"]:
+        res = perplexity_table()
+        dest = REPO / "bench" / "results" / f"llamacpp_ppl_{time.strftime('%Y%m%d-%H%M%S')}.json"
+        dest.write_text(json.dumps(res, indent=2) + "\n")
+        print(json.dumps(res, indent=2))
+        say(f"wrote {dest}")
+        sys.exit(0)
     rec = ensure_llamacpp()
     rec["q4_0"] = ensure_q4_0(rec)
     print(json.dumps(rec, indent=2))
