@@ -123,7 +123,12 @@ def ensure_q4_0(record: dict[str, Any], python: str = sys.executable) -> dict[st
         say("[llama.cpp] saving the built-in model as an HF folder")
         source = resolve_source(None)
         load_tokenizer(source).save_pretrained(hf)
-        load_model(source).save_pretrained(hf, safe_serialization=True)
+        model = load_model(source)
+        # transformers marks a GGUF-loaded model as quantized and refuses to save it; its tensors are plain fp32
+        model.hf_quantizer = None
+        if hasattr(model.config, "quantization_config"):
+            del model.config.quantization_config
+        model.save_pretrained(hf, safe_serialization=True)
     if not f16.is_file():
         say("[llama.cpp] convert_hf_to_gguf.py --outtype f16")
         subprocess.run([python, str(Path(record["source"]) / "convert_hf_to_gguf.py"), str(hf), "--outtype", "f16",
