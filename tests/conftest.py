@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import os
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -11,6 +13,10 @@ REPO = Path(__file__).resolve().parents[1]
 SHARED = REPO.parent / "shared"
 sys.path.insert(0, str(REPO / "tests" / "standin_adb"))
 from standin import StandIn  # noqa: E402  the stand-in adb (a test fixture, never a device)
+
+# `exporter bench --host` caches the host's bandwidth: tests (and the CLIs they start) measure into a throwaway
+# file, never into the user's cache, which a contended test run would otherwise fill with a wrong number
+os.environ["EXPORTER_BANDWIDTH_CACHE"] = str(Path(tempfile.mkdtemp(prefix="exporter-bw-")) / "bandwidth.json")
 
 
 def _tiny_tokenizer(folder: Path):

@@ -54,7 +54,7 @@ def test_manifest_token_bytes(tmp_path):
     assert manifest_token_bytes(old.manifest, 4, 8) is None
 
 
-def test_bandwidth_is_measured_once_per_key_and_cached(tmp_path, monkeypatch):
+def test_bandwidth_is_measured_once_per_key_and_cached(tmp_path):
     calls = []
 
     def fake(threads, mib, passes):
@@ -62,13 +62,13 @@ def test_bandwidth_is_measured_once_per_key_and_cached(tmp_path, monkeypatch):
         return [8.0, 12.0, 10.0]
 
     path = tmp_path / "bw.json"
-    bw, cached = bandwidth.host_bandwidth(2, path=path, measure=fake)
+    bw, cached = bandwidth.host_bandwidth(2, path=path, measure=fake, load=lambda: 0.1)
     assert not cached and (bw.gbps, bw.median_gbps, bw.min_gbps, bw.threads) == (12.0, 10.0, 8.0, 2)
-    again, cached = bandwidth.host_bandwidth(2, path=path, measure=fake)
+    again, cached = bandwidth.host_bandwidth(2, path=path, measure=fake, load=lambda: 0.1)
     assert cached and again == bw and calls == [2]
-    bandwidth.host_bandwidth(1, path=path, measure=fake)  # another thread count is another key
+    bandwidth.host_bandwidth(1, path=path, measure=fake, load=lambda: 0.1)  # another thread count is another key
     assert calls == [2, 1] and len(json.loads(path.read_text())) == 2
-    _, cached = bandwidth.host_bandwidth(2, path=path, measure=fake, refresh=True)
+    _, cached = bandwidth.host_bandwidth(2, path=path, measure=fake, refresh=True, load=lambda: 0.1)
     assert not cached and calls == [2, 1, 2]
     assert "best of 3 passes" in bw.source(True) and "worst 8" in bw.source(True)
 
@@ -76,8 +76,14 @@ def test_bandwidth_is_measured_once_per_key_and_cached(tmp_path, monkeypatch):
 def test_bandwidth_cache_survives_a_bad_file(tmp_path):
     path = tmp_path / "bw.json"
     path.write_text("not json")
-    bw, cached = bandwidth.host_bandwidth(1, path=path, measure=lambda t, m, p: [5.0])
+    bw, cached = bandwidth.host_bandwidth(1, path=path, measure=lambda t, m, p: [5.0], load=lambda: 0.0)
     assert not cached and bw.gbps == 5.0 and json.loads(path.read_text())[bw.key]["gbps"] == 5.0
+
+
+def test_a_busy_machine_is_measured_but_not_cached(tmp_path):
+    path = tmp_path / "bw.json"
+    bw, cached = bandwidth.host_bandwidth(1, path=path, measure=lambda t, m, p: [2.0], load=lambda: 99.0)
+    assert not cached and bw.gbps == 2.0 and bw.load_avg == 99.0 and not path.exists()
 
 
 def test_read_gbps_returns_one_number_per_pass():
