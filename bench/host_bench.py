@@ -29,7 +29,6 @@ import statistics
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from datetime import datetime, timezone
 from pathlib import Path
@@ -352,24 +351,39 @@ def measure_eager(args: argparse.Namespace, prompt_len: int) -> dict:
     return measured(out.pop("runs"), None, before, probe, worker=out)
 
 
-def run_llama_bench(binary: str, argv: list[str], timeout: float) -> tuple[list[dict], int]:
-    """One llama-bench process (-o json): its result objects and that process's own peak RSS in kB."""
+def _vm_hwm_kb(pid: int) -> int | None:
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1])
+    except (OSError, ValueError):
+        pass
+    return None
+
+
+def run_llama_bench(binary: str, argv: list[str], timeout: float) -> tuple[list[dict], int | None]:
+    """One llama-bench process (-o json): its result objects and that process's own peak RSS in kB.
+
+    The RSS is its VmHWM polled from /proc while it runs: the rusage of a child (ru_maxrss) carries over the
+    forked image of this Python process, which is larger than llama-bench itself."""
     with tempfile.TemporaryFile("w+") as out, tempfile.TemporaryFile("w+") as err:
         proc = subprocess.Popen([binary, *argv, "-o", "json"], stdout=out, stderr=err, text=True)
-        timer = threading.Timer(timeout, proc.kill)
-        timer.start()
-        try:
-            # wait4, not Popen.wait: the rusage of this child alone (RUSAGE_CHILDREN mixes in the harness)
-            _, status, usage = os.wait4(proc.pid, 0)
-        finally:
-            timer.cancel()
-        proc.returncode = os.waitstatus_to_exitcode(status)
+        peak = None
+        deadline = time.monotonic() + timeout
+        while proc.poll() is None:
+            hwm = _vm_hwm_kb(proc.pid)
+            peak = max(peak or 0, hwm or 0) or peak
+            if time.monotonic() > deadline:
+                proc.kill()
+                proc.wait()
+                break
+            time.sleep(0.05)
         out.seek(0)
         err.seek(0)
         if proc.returncode != 0:
             tail = "\n".join(err.read().strip().splitlines()[-8:])
             raise RuntimeError(f"llama-bench exited {proc.returncode} (-9: ran past --worker-timeout): {tail}")
-        return json.loads(out.read()), usage.ru_maxrss
+        return json.loads(out.read()), peak
 
 
 def measure_llamacpp(args: argparse.Namespace, prompt_len: int, llama: dict) -> dict:
@@ -385,7 +399,8 @@ def measure_llamacpp(args: argparse.Namespace, prompt_len: int, llama: dict) -> 
         return measured([], str(err), before, probe)
     pp_ts, tg_ts = pp[0]["samples_ts"], tg[0]["samples_ts"]
     runs = [{"run": i, "threads": args.threads, "prompt_tokens": prompt_len, "gen_tokens": args.gen,
-             "prefill_tps": a, "ttft_ms": prompt_len / a * 1000, "decode_tps": b, "peak_rss_kb": max(rss_pp, rss_tg)}
+             "prefill_tps": a, "ttft_ms": prompt_len / a * 1000, "decode_tps": b,
+             "peak_rss_kb": max((x for x in (rss_pp, rss_tg) if x is not None), default=None)}
             for i, (a, b) in enumerate(zip(pp_ts, tg_ts))]
     keep = ("build_commit", "build_number", "cpu_info", "backends", "model_type", "model_size", "model_n_params",
             "n_batch", "n_ubatch", "n_threads", "type_k", "type_v", "n_prompt", "n_gen", "n_depth", "avg_ts",
