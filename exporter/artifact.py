@@ -85,6 +85,17 @@ class ContextRecord(Model):
     capped: Bool = Field(description="true when `requested` was above the model's limit and was lowered to it")
 
 
+class DimsRecord(Model):
+    """The decoder's shape: what the bytes read per decoded token follow from (exporter/roofline.py)."""
+
+    hidden: Int = Field(ge=1, description="hidden size (embedding width)")
+    n_heads: Int = Field(ge=1)
+    n_kv_heads: Int = Field(ge=1)
+    head_dim: Int = Field(ge=1)
+    intermediate: Int = Field(ge=1, description="MLP inner width (gate, up and down projections)")
+    windows: tuple[Int | None, ...] = Field(description="per layer: sliding-window length, null for full attention")
+
+
 class FileRecord(Model):
     file: FileName
     bytes: Count
@@ -160,6 +171,7 @@ class Manifest(Model):
         default=None, description="bytes of the KV cache buffers the .pte allocates at run time "
         "(layers x 2 x max_seq_len x kv_heads x head_dim x dtype size, plus int8 scales and zero points); "
         "absent in manifests written before it was recorded")
+    dims: DimsRecord | None = Field(None, description="decoder shape (null in manifests written before it was recorded)")
     versions: dict[str, NonEmptyStr]
     export: ExportRecord
     overrides: dict[str, str | int]

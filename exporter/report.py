@@ -15,6 +15,7 @@ from typing import Any, Callable, Sequence
 from . import __version__
 from .artifact import Artifact
 from .device.bench import TestResult, mean_sd
+from .roofline import manifest_token_bytes
 
 # name -> (type, meaning). Order is the column order of CSV and JSON rows.
 ROW_FIELDS: dict[str, tuple[str, str]] = {
@@ -66,8 +67,11 @@ ROW_FIELDS: dict[str, tuple[str, str]] = {
                                "allocator (negative when mmap left part of the .pte unread)"),
     "bandwidth_gbps": ("float", "memory bandwidth used for the roofline, GB/s"),
     "bandwidth_source": ("str", "where bandwidth_gbps comes from (profile, measured on host, given, assumed)"),
-    "roofline_decode_tps": ("float", "decode tokens/s the bandwidth allows: bandwidth / pte_bytes per token"),
-    "roofline_fraction": ("float", "decode_tps_mean / roofline_decode_tps"),
+    "decode_bytes_per_token": ("float", "bytes a decode step reads, mean over the test's steps: linear weights "
+                               "and scales, output layer, one embedding row, KV cache to that depth (exporter/roofline.py)"),
+    "roofline_decode_tps": ("float", "decode tokens/s the bandwidth allows: bandwidth / decode_bytes_per_token"),
+    "roofline_fraction": ("float", "decode_tps_mean x decode_bytes_per_token / bandwidth (= decode_tps_mean / "
+                          "roofline_decode_tps)"),
     "temp_c_before": ("float", "hottest CPU thermal zone before the first run, deg C"),
     "temp_c_after": ("float", "hottest CPU thermal zone after the last run, deg C"),
     "cooldown_wait_s": ("float", "total seconds waited for the CPU to cool between runs"),
@@ -109,8 +113,10 @@ def build_rows(results: Sequence[TestResult], artifact: Artifact) -> list[dict[s
         peak_mib = max(rss) / 1024 if rss else None
         kv_bytes = m.kv_cache_bytes
         bw = d.bandwidth_gbps
+        tb = manifest_token_bytes(m, r.prompt_len, r.gen_len)
+        per_token = tb.total if tb else None
         # an emulator's timings say nothing about the memory system: no roofline from them
-        roof = bw * 1e9 / m.pte.bytes if bw and not d.emulated else None
+        roof = bw * 1e9 / per_token if bw and per_token and not d.emulated else None
         waits = [x.get("cooldown_wait_s") for x in runs if x.get("cooldown_wait_s") is not None]
         pre_temps = [x.get("temp_c_before") for x in runs if x.get("temp_c_before") is not None]
         battery = r.env.get("battery") or {}
@@ -135,7 +141,7 @@ def build_rows(results: Sequence[TestResult], artifact: Artifact) -> list[dict[s
             "peak_rss_mib": peak_mib,
             "rss_other_mib": peak_mib - (m.pte.bytes + kv_bytes) / 2**20
             if peak_mib is not None and kv_bytes is not None else None,
-            "bandwidth_gbps": bw, "bandwidth_source": d.bandwidth_source,
+            "bandwidth_gbps": bw, "bandwidth_source": d.bandwidth_source, "decode_bytes_per_token": per_token,
             "roofline_decode_tps": roof, "roofline_fraction": dec / roof if dec is not None and roof else None,
             "temp_c_before": r.env.get("temp_c_before", pre_temps[0] if pre_temps else None),
             "temp_c_after": r.env.get("temp_c_after"),
@@ -229,7 +235,7 @@ def to_markdown(rows: Sequence[dict]) -> str:
         lines.append("")
         lines.append(f"exporter {r0['exporter_version']}, executorch {r0['executorch_version'] or '?'}; "
                      f"pte {r0['pte_bytes']} bytes, sha256 {r0['pte_sha256'][:12]}; "
-                     f"roofline = bandwidth / pte bytes per token ({'; '.join(sources) or 'no bandwidth'})")
+                     f"roofline = bandwidth / bytes read per decoded token ({'; '.join(sources) or 'no bandwidth'})")
         for r in rows:
             if r["status"] != "ok":
                 first = (r["error"] or "").splitlines()[0] if r["error"] else "failed"

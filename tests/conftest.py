@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import os
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -11,6 +13,10 @@ REPO = Path(__file__).resolve().parents[1]
 SHARED = REPO.parent / "shared"
 sys.path.insert(0, str(REPO / "tests" / "standin_adb"))
 from standin import StandIn  # noqa: E402  the stand-in adb (a test fixture, never a device)
+
+# `exporter bench --host` caches the host's bandwidth: tests (and the CLIs they start) measure into a throwaway
+# file, never into the user's cache, which a contended test run would otherwise fill with a wrong number
+os.environ["EXPORTER_BANDWIDTH_CACHE"] = str(Path(tempfile.mkdtemp(prefix="exporter-bw-")) / "bandwidth.json")
 
 
 def _tiny_tokenizer(folder: Path):
@@ -225,6 +231,8 @@ def fake_export(folder: Path, *, payload: bytes = b"\0" * 4096, pte: bytes | Non
                       "bos_id": 0, "eos_ids": [1]},
         "bf16_bytes": 2 * len(pte), "size_reduction": 2.0, "chat_template": None, "threads": 6,
         "cpu_set": [2, 3, 4, 5, 6, 7], "vocab_size": 3, "n_layers": 2,
+        "dims": {"hidden": 64, "n_heads": 4, "n_kv_heads": 2, "head_dim": 16, "intermediate": 128,
+                 "windows": [None, None]},
         "versions": {"exporter": "0.1.0", "executorch": "1.5.1", "torch": "2.13.0", "torchao": "0.18.0"},
         "export": {"wall_s": 1.0, "peak_rss_bytes": 1, "stages_s": {}, "delegated_calls": 1, "non_delegated_ops": {}},
         "overrides": {},

@@ -14,6 +14,7 @@ from ..artifact import (
     Artifact,
     PlanRecord,
     ContextRecord,
+    DimsRecord,
     ExportRecord,
     FileRecord,
     Manifest,
@@ -135,6 +136,8 @@ def run_export(plan: ExportPlan, *, force: bool = False, progress: Progress = la
             vocab_size=lm.vocab_size,
             n_layers=lm.n_layers,
             kv_cache_bytes=spec_kv_cache_bytes(lm.spec, plan.max_seq_len, plan.recipe.kv_cache),
+            dims=DimsRecord(hidden=lm.spec.hidden, n_heads=lm.spec.n_heads, n_kv_heads=lm.spec.n_kv_heads,
+                            head_dim=lm.spec.head_dim, intermediate=lm.spec.intermediate, windows=lm.spec.windows),
             versions=library_versions(),
             export=ExportRecord(
                 wall_s=round(time.perf_counter() - t_start, 2),

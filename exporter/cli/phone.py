@@ -58,7 +58,8 @@ def push(folder: Path, serial: str | None, remote_dir: str | None, adb_path: Pat
               help="Tokenizer to push for llama_main (default: the export's tokenizer.json).")
 @click.option("--remote-dir", help="Folder on the phone (default: /data/local/tmp/<folder name>).")
 @click.option("--host-bandwidth-gbps", type=click.FloatRange(min=0, min_open=True),
-              help="--host: memory bandwidth for the roofline (default: measured).")
+              help="--host: memory bandwidth for the roofline (default: measured once per machine and thread "
+                   "count, cached in ~/.cache/exporter/bandwidth.json).")
 @adb_option
 @json_option
 @click.option("--csv", "csv_path", type=click.Path(dir_okay=False, path_type=Path), help="Also write the rows as CSV.")

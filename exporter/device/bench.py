@@ -27,9 +27,10 @@ from typing import Any, Callable, Sequence
 from ..artifact import Artifact
 from ..errors import DeviceError, ExporterError, HarnessError, PartialBenchError, ProfileError, UsageError
 from .adb import Adb
+from .bandwidth import host_bandwidth
 from .protocol import harness_argv, llama_main_argv, parse_observer, parse_runs
 from .push import LocalFile, push_artifact, push_files
-from .telemetry import THERMAL_SCRIPT, cpu_temp_c, host_cpu_freqs, host_cpu_name, measure_host_bandwidth, parse_thermal, snapshot, wait_cool
+from .telemetry import THERMAL_SCRIPT, cpu_temp_c, host_cpu_freqs, host_cpu_name, parse_thermal, snapshot, wait_cool
 
 Say = Callable[[str], None]
 
@@ -182,16 +183,19 @@ class Target:
 class HostTarget(Target):
     """This machine, with the host-built harness."""
 
-    def __init__(self, artifact: Artifact, binary: Path, *, bandwidth_gbps: float | None = None):
+    def __init__(self, artifact: Artifact, binary: Path, *, threads: Sequence[int] = (),
+                 bandwidth_gbps: float | None = None):
         self.artifact, self.binary = artifact, binary
+        self.default_threads = min(artifact.manifest.threads, os.cpu_count() or 1)
         if bandwidth_gbps is not None:
             bw, source = float(bandwidth_gbps), "host: --host-bandwidth-gbps (given)"
         else:
-            bw, source = measure_host_bandwidth()
+            # the grid's largest thread count: what the fastest decode can pull from memory
+            measured, cached = host_bandwidth(max(threads, default=self.default_threads))
+            bw, source = measured.gbps, measured.source(cached)
         self.device = DeviceInfo(serial="host", host=True, model=platform.node() or "host", soc=host_cpu_name(),
                                  board_platform=platform.machine(), profile_id=artifact.manifest.profile.id,
                                  bandwidth_gbps=bw, bandwidth_source=source)
-        self.default_threads = min(artifact.manifest.threads, os.cpu_count() or 1)
         self.tag = "[host] "
 
     def state(self) -> dict[str, Any]:
@@ -416,7 +420,8 @@ def bench_host(artifact: Artifact, spec: BenchSpec, *, binary: Path | None = Non
     if spec.runner != "harness":
         raise UsageError("--host runs the exporter harness only (not llama_main)")
     binary = Path(binary) if binary else build_host(progress=say)
-    return run_tests(HostTarget(artifact, binary, bandwidth_gbps=bandwidth_gbps), artifact, spec, say=say, warn=warn)
+    target = HostTarget(artifact, binary, threads=spec.threads, bandwidth_gbps=bandwidth_gbps)
+    return run_tests(target, artifact, spec, say=say, warn=warn)
 
 
 def bench_phone(serial: str, artifact: Artifact, spec: BenchSpec, opts: PhoneOptions, *, say: Say = _nop,

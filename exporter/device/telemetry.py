@@ -1,4 +1,4 @@
-"""What a benchmark records around each run: CPU temperatures, frequencies, battery, memory bandwidth.
+"""What a benchmark records around each run: CPU temperatures, frequencies, battery.
 
 Phone readings come from one adb shell call each; the host's from /proc and /sys. Nothing here measures
 tokens/s: that is the harness's job (protocol.py).
@@ -119,24 +119,3 @@ def host_cpu_freqs() -> dict[int, int]:
         except (OSError, ValueError):
             continue
     return out
-
-
-DEFAULT_HOST_BANDWIDTH_GBPS = 30.0
-
-
-def measure_host_bandwidth(nbytes: int = 64 * 2**20, reps: int = 5) -> tuple[float, str]:
-    """A quick numpy memcpy test (read + write bytes counted). Falls back to 30 GB/s, stated as assumed."""
-    try:
-        import numpy as np
-    except ImportError:
-        return DEFAULT_HOST_BANDWIDTH_GBPS, "host: 30 GB/s assumed (numpy missing, not measured)"
-    a = np.ones(nbytes // 8)
-    b = np.empty_like(a)
-    np.copyto(b, a)
-    best = float("inf")
-    for _ in range(reps):
-        t0 = time.perf_counter()
-        np.copyto(b, a)
-        best = min(best, time.perf_counter() - t0)
-    gbps = 2 * nbytes / best / 1e9
-    return round(gbps, 1), f"host: measured, numpy memcpy of {nbytes // 2**20} MiB (read+write counted)"

@@ -20,7 +20,9 @@ import pytest
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "standin_adb"))
 from standin import FAKE_HARNESS, FAKE_LLAMA_MAIN, StandIn  # noqa: E402
 
+from exporter.artifact import Artifact
 from exporter.profiles import load_profile
+from exporter.roofline import manifest_token_bytes
 from conftest import fake_export
 
 S24, X100 = "R5CX10S24", "10AD5X100P"
@@ -69,7 +71,8 @@ def test_bench_fake_harness_end_to_end(tmp_path, export):
         assert r["decode_tps_mean"] > 0 and r["n_runs"] == 2
         assert r["cpu_set"] == ",".join(map(str, prof.cpu_set)) and r["threads"] == prof.threads
         assert r["bandwidth_gbps"] == prof.memory.bandwidth_gbps
-        assert r["roofline_decode_tps"] == pytest.approx(prof.memory.bandwidth_gbps * 1e9 / (export / "model.pte").stat().st_size)
+        per_token = manifest_token_bytes(Artifact.open(export).manifest, plen, 4).total
+        assert r["roofline_decode_tps"] == pytest.approx(prof.memory.bandwidth_gbps * 1e9 / per_token)
         assert r["battery_level"] == 87 and r["battery_status"] == "charging"
         assert 30 < r["temp_c_before"] < 45 and len(r["cpu_freq_khz_before"]) == 8
         assert r["pte_sha256"] == hashlib.sha256((export / "model.pte").read_bytes()).hexdigest()
@@ -224,4 +227,5 @@ def test_bench_host_mode(tmp_path, harness_binary, tiny_pte_bytes):
     row = json.loads(p.stdout)["rows"][0]
     assert row["host"] is True and row["serial"] == "host" and row["bandwidth_gbps"] == 12.5
     assert "given" in row["bandwidth_source"]
-    assert row["roofline_decode_tps"] == pytest.approx(12.5e9 / len(tiny_pte_bytes))
+    per_token = manifest_token_bytes(Artifact.open(export).manifest, 4, 4).total
+    assert row["roofline_decode_tps"] == pytest.approx(12.5e9 / per_token)

@@ -19,6 +19,7 @@ from exporter.device.bench import BenchSpec, Case, DeviceInfo, TestResult, check
 from exporter.device.protocol import RUN_FIELDS, parse_observer
 from exporter.device.telemetry import cpu_temp_c, parse_battery, parse_thermal, wait_cool
 from exporter.errors import HarnessError, PartialBenchError, UsageError
+from exporter.roofline import manifest_token_bytes
 from exporter.report import ROW_FIELDS, build_rows, to_csv, to_json, to_markdown, write_report
 
 
@@ -60,8 +61,10 @@ def test_rows_stats_roofline_and_printers(tmp_path):
     assert r["peak_rss_mib"] == pytest.approx(max(x["peak_rss_kb"] for x in results[0].runs) / 1024)
     assert r["kv_cache"] == "fp32" and r["kv_cache_bytes"] == info.manifest.kv_cache_bytes == 3 << 20
     assert r["rss_other_mib"] == pytest.approx(r["peak_rss_mib"] - 1_000_000 / 2**20 - 3)
-    assert r["roofline_decode_tps"] == pytest.approx(60e9 / 1_000_000)
-    assert r["roofline_fraction"] == pytest.approx(r["decode_tps_mean"] / r["roofline_decode_tps"])
+    per_token = manifest_token_bytes(info.manifest, 64, 32).total
+    assert r["decode_bytes_per_token"] == pytest.approx(per_token)
+    assert r["roofline_decode_tps"] == pytest.approx(60e9 / per_token)
+    assert r["roofline_fraction"] == pytest.approx(r["decode_tps_mean"] * per_token / 60e9)
     assert r["cpu_mask"] == "0x30" and r["test"] == "pp64+tg32" and r["model"] == "tiny/llama"
     assert r["samples_decode_tps"] == dec and len(r["samples"]) == 4
     failed = rows[2]
