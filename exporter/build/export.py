@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import errno
+import gc
 import resource
 import time
 from typing import Callable
@@ -92,7 +93,9 @@ def run_export(plan: ExportPlan, *, force: bool = False, progress: Progress = la
     calib_ids = tokenizer(sample_text(), add_special_tokens=False)["input_ids"][:CALIBRATION_TOKENS]
     importance = collect_importance(hf_model, calib_ids)
     del hf_model
+    gc.collect()  # the transformers model's float weights go before quantization needs room
     report = apply_recipe(lm, plan.recipe, importance)
+    del importance
     t = stage("quantize_s", t)
 
     progress("torch.export (dynamic prompt length)")
@@ -100,7 +103,13 @@ def run_export(plan: ExportPlan, *, force: bool = False, progress: Progress = la
         program = export_program(lm)
     t = stage("export_s", t)
 
-    lowered = lower_to_executorch(program, runner_metadata(lm, bos_id=bos_id, eos_ids=eos_ids), progress)
+    metadata = runner_metadata(lm, bos_id=bos_id, eos_ids=eos_ids)
+    vocab_size, n_layers = lm.vocab_size, lm.n_layers
+    del lm  # the program holds the weights from here on
+    gc.collect()
+    lowered = lower_to_executorch(program, metadata, progress)
+    del program
+    gc.collect()
     stages["lower_s"] = round(lowered.lower_s, 2)
     stages["serialize_s"] = round(lowered.serialize_s, 2)
     t = time.perf_counter()
@@ -130,8 +139,8 @@ def run_export(plan: ExportPlan, *, force: bool = False, progress: Progress = la
             chat_template=getattr(tokenizer, "chat_template", None),
             threads=plan.profile.threads,
             cpu_set=plan.profile.cpu_set,
-            vocab_size=lm.vocab_size,
-            n_layers=lm.n_layers,
+            vocab_size=vocab_size,
+            n_layers=n_layers,
             versions=_versions(),
             export=ExportRecord(
                 wall_s=round(time.perf_counter() - t_start, 2),

@@ -338,7 +338,8 @@ def build_static_lm(hf_model, max_seq_len: int) -> StaticCacheLM:
         src["lm_head.weight"] = src["embed_tokens.weight"]
     if spec.family.norm_plus_one:
         src = {k: (v + 1.0 if k.endswith("norm.weight") else v) for k, v in src.items()}
-    missing, unexpected = lm.load_state_dict(src, strict=False)
+    # assign: the decoder takes the loaded tensors over instead of copying them (the export's peak memory).
+    missing, unexpected = lm.load_state_dict(src, strict=False, assign=True)
     missing = [m for m in missing if not m.endswith(("k_cache", "v_cache", "rot", "mean_row"))
                and ".rope_" not in f".{m}"]
     if missing or unexpected:
