@@ -13,7 +13,7 @@ def torch_threads(n: int = 1) -> Iterator[None]:
     Quantization and lowering run thousands of small tensor ops. With more than one thread each op ends at an
     OpenMP barrier, and when another process holds a core the waiting thread spins there: measured on 2 cores
     with one busy neighbour, quantization took 805 s instead of 25 s. One thread gives bit-identical results
-    (tests/unit/test_threads.py) and costs little when the machine is quiet.
+    (tests/unit/test_threads.py; the SmolLM2 .pte bytes too).
     """
     import torch
 
