@@ -333,7 +333,11 @@ def build_static_lm(hf_model, max_seq_len: int) -> StaticCacheLM:
     bias = {p: f"layers.0.self_attn.{p}.bias" in src for p in ("q_proj", "k_proj", "v_proj", "o_proj")}
     bias["mlp"] = "layers.0.mlp.gate_proj.bias" in src
     rope = _rope_tables(hf_model, spec, max_seq_len)
-    lm = StaticCacheLM(spec, max_seq_len, rope, _activation(spec.activation), bias)
+    from transformers.initialization import no_init_weights
+
+    # Every weight is replaced by a loaded one below: random initialisation would only touch (and keep) memory.
+    with no_init_weights():
+        lm = StaticCacheLM(spec, max_seq_len, rope, _activation(spec.activation), bias)
     if "lm_head.weight" not in src:  # tied embeddings
         src["lm_head.weight"] = src["embed_tokens.weight"]
     if spec.family.norm_plus_one:
