@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import errno
+import gc
 import resource
 import time
 from typing import Callable
@@ -95,7 +96,9 @@ def run_export(plan: ExportPlan, *, force: bool = False, progress: Progress = la
     calib_ids = tokenizer(sample_text(), add_special_tokens=False)["input_ids"][:CALIBRATION_TOKENS]
     importance = collect_importance(hf_model, calib_ids)
     del hf_model
+    gc.collect()  # the transformers model's float weights go before quantization needs room
     report = apply_recipe(lm, plan.recipe, importance)
+    del importance
     t = stage("quantize_s", t)
 
     progress("torch.export (dynamic prompt length)")
@@ -103,7 +106,13 @@ def run_export(plan: ExportPlan, *, force: bool = False, progress: Progress = la
         program = export_program(lm)
     t = stage("export_s", t)
 
-    lowered = lower_to_executorch(program, runner_metadata(lm, bos_id=bos_id, eos_ids=eos_ids), progress)
+    metadata = runner_metadata(lm, bos_id=bos_id, eos_ids=eos_ids)
+    vocab_size, n_layers, spec = lm.vocab_size, lm.n_layers, lm.spec
+    del lm  # the program holds the weights from here on
+    gc.collect()
+    lowered = lower_to_executorch(program, metadata, progress)
+    del program
+    gc.collect()
     stages["lower_s"] = round(lowered.lower_s, 2)
     stages["serialize_s"] = round(lowered.serialize_s, 2)
     t = time.perf_counter()
@@ -133,11 +142,11 @@ def run_export(plan: ExportPlan, *, force: bool = False, progress: Progress = la
             chat_template=getattr(tokenizer, "chat_template", None),
             threads=plan.profile.threads,
             cpu_set=plan.profile.cpu_set,
-            vocab_size=lm.vocab_size,
-            n_layers=lm.n_layers,
-            kv_cache_bytes=spec_kv_cache_bytes(lm.spec, plan.max_seq_len, plan.recipe.kv_cache),
-            dims=DimsRecord(hidden=lm.spec.hidden, n_heads=lm.spec.n_heads, n_kv_heads=lm.spec.n_kv_heads,
-                            head_dim=lm.spec.head_dim, intermediate=lm.spec.intermediate, windows=lm.spec.windows),
+            vocab_size=vocab_size,
+            n_layers=n_layers,
+            kv_cache_bytes=spec_kv_cache_bytes(spec, plan.max_seq_len, plan.recipe.kv_cache),
+            dims=DimsRecord(hidden=spec.hidden, n_heads=spec.n_heads, n_kv_heads=spec.n_kv_heads,
+                            head_dim=spec.head_dim, intermediate=spec.intermediate, windows=spec.windows),
             versions=library_versions(),
             export=ExportRecord(
                 wall_s=round(time.perf_counter() - t_start, 2),

@@ -110,12 +110,47 @@ def _decoder_xnnpack_passes() -> Iterator[None]:
         manager.__init__ = original_init
 
 
-def lower_to_executorch(
-    program: torch.export.ExportedProgram, metadata: dict, progress: Callable[[str], None] = lambda s: None
-) -> LoweredProgram:
+def _decoder_partitioner():
+    """XNNPACK's partitioner, with the program decomposed once instead of three times.
+
+    `to_edge_transform_and_lower` re-traces the whole program for every `run_decompositions`: once to
+    functionalize it, then (for a partitioner whose `ops_to_not_decompose` returns a per-node check, as
+    XNNPACK's does) twice more around the check. Each trace costs about a seventh of the lowering of a
+    decoder. Here the program is decomposed once, before, with XNNPACK's ops kept whole, and the later empty
+    functionalizing pass is answered with that program. Dropping the per-node check keeps an op whole even
+    where XNNPACK would reject it; every op of this decoder that XNNPACK keeps is delegated (checked in
+    tests/unit/test_lower.py and by the .pte bytes, identical before and after on a 2-layer SmolLM2 shape).
+    """
     from executorch.backends.xnnpack.partition.xnnpack_partitioner import (
         XnnpackPartitioner,
     )
+    from executorch.exir.tracer import _default_decomposition_table
+
+    class DecoderPartitioner(XnnpackPartitioner):
+        def ops_to_not_decompose(self, ep):
+            ops, _check = super().ops_to_not_decompose(ep)
+            return ops, None
+
+        def transform_for_pre_decomposition(self, ep):
+            ep = super().transform_for_pre_decomposition(ep)
+            table = _default_decomposition_table()
+            for op in self.ops_to_not_decompose(ep)[0]:
+                table.pop(op, None)
+            decomposed = ep.run_decompositions(table)
+            full = decomposed.run_decompositions
+
+            def run_decompositions(decomp_table=None, **kwargs):
+                return decomposed if decomp_table == {} and not kwargs else full(decomp_table, **kwargs)
+
+            decomposed.run_decompositions = run_decompositions
+            return decomposed
+
+    return DecoderPartitioner()
+
+
+def lower_to_executorch(
+    program: torch.export.ExportedProgram, metadata: dict, progress: Callable[[str], None] = lambda s: None
+) -> LoweredProgram:
     from executorch.exir import (
         EdgeCompileConfig,
         ExecutorchBackendConfig,
@@ -126,28 +161,32 @@ def lower_to_executorch(
         ConstraintBasedSymShapeEvalPass,
     )
 
+    from .threads import torch_threads
+
     t0 = time.perf_counter()
     progress("lowering to ExecuTorch with the XNNPACK delegate")
+    # One torch thread: lowering is Python tracing around small tensor ops (see threads.py).
     try:
-        with _decoder_xnnpack_passes():
+        with torch_threads(1), _decoder_xnnpack_passes():
             edge = to_edge_transform_and_lower(
                 program,
-                partitioner=[XnnpackPartitioner()],
+                partitioner=[_decoder_partitioner()],
                 compile_config=EdgeCompileConfig(_check_ir_validity=False, _skip_dim_order=True),
                 constant_methods=metadata,
             )
         t1 = time.perf_counter()
         delegated, other = _op_summary(edge.exported_program().graph_module)
         progress("serializing the ExecuTorch program")
-        et = edge.to_executorch(
-            ExecutorchBackendConfig(
-                extract_delegate_segments=True,
-                do_quant_fusion_and_const_prop=True,
-                memory_planning_pass=MemoryPlanningPass(alloc_graph_input=False),
-                sym_shape_eval_pass=ConstraintBasedSymShapeEvalPass(),
+        with torch_threads(1):
+            et = edge.to_executorch(
+                ExecutorchBackendConfig(
+                    extract_delegate_segments=True,
+                    do_quant_fusion_and_const_prop=True,
+                    memory_planning_pass=MemoryPlanningPass(alloc_graph_input=False),
+                    sym_shape_eval_pass=ConstraintBasedSymShapeEvalPass(),
+                )
             )
-        )
-        buffer = et.buffer
+            buffer = et.buffer
     except Exception as err:
         raise ExportError(f"lowering failed: {type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}") from err
     t2 = time.perf_counter()

@@ -386,12 +386,17 @@ def build_static_lm(hf_model, max_seq_len: int, kv_cache: str = "fp32") -> Stati
     bias = {p: f"layers.0.self_attn.{p}.bias" in src for p in ("q_proj", "k_proj", "v_proj", "o_proj")}
     bias["mlp"] = "layers.0.mlp.gate_proj.bias" in src
     rope = _rope_tables(hf_model, spec, max_seq_len)
-    lm = StaticCacheLM(spec, max_seq_len, rope, _activation(spec.activation), bias, kv_cache)
+    from transformers.initialization import no_init_weights
+
+    # Every weight is replaced by a loaded one below: random initialisation would only touch (and keep) memory.
+    with no_init_weights():
+        lm = StaticCacheLM(spec, max_seq_len, rope, _activation(spec.activation), bias, kv_cache)
     if "lm_head.weight" not in src:  # tied embeddings
         src["lm_head.weight"] = src["embed_tokens.weight"]
     if spec.family.norm_plus_one:
         src = {k: (v + 1.0 if k.endswith("norm.weight") else v) for k, v in src.items()}
-    missing, unexpected = lm.load_state_dict(src, strict=False)
+    # assign: the decoder takes the loaded tensors over instead of copying them (the export's peak memory).
+    missing, unexpected = lm.load_state_dict(src, strict=False, assign=True)
     missing = [m for m in missing if not m.endswith(("k_cache", "v_cache", "rot", "mean_row"))
                and ".rope_" not in f".{m}"]
     if missing or unexpected:

@@ -235,7 +235,8 @@ def _granularity(group_size: int):
     return PerAxis(0) if group_size == 0 else PerGroup(group_size)
 
 
-def linear_config(scheme: str, group_size: int):
+def linear_config(scheme: str, group_size: int, *, searched: bool = False):
+    """torchao's config for `scheme`; `searched`: the scales are replaced by the search below afterwards."""
     import torch
 
     from torchao.quantization.quant_api import (
@@ -246,12 +247,14 @@ def linear_config(scheme: str, group_size: int):
     bits = {"8da4w": torch.int4, "4w": torch.int4, "8da8w": torch.int8, "8w": torch.int8}.get(scheme)
     if bits is None:
         raise RecipeError(f"unknown linear scheme '{scheme}'", hint="use one of 8da4w, 8da8w, 4w, 8w, none")
-    # HQQ's scale-only search lowers weight error against plain round-to-nearest at no runtime cost.
+    # HQQ's scale-only search lowers weight error against plain round-to-nearest at no runtime cost. Where the
+    # scales are searched again anyway, the cheap round-to-nearest layout is enough (same tensors, same shapes).
+    algorithm = "affine" if searched else "hqq_scale_only"
     if scheme.startswith("8da"):
         return Int8DynamicActivationIntxWeightConfig(
-            weight_dtype=bits, weight_granularity=_granularity(group_size), intx_choose_qparams_algorithm="hqq_scale_only"
+            weight_dtype=bits, weight_granularity=_granularity(group_size), intx_choose_qparams_algorithm=algorithm
         )
-    return IntxWeightOnlyConfig(weight_dtype=bits, granularity=_granularity(group_size), intx_choose_qparams_algorithm="hqq_scale_only")
+    return IntxWeightOnlyConfig(weight_dtype=bits, granularity=_granularity(group_size), intx_choose_qparams_algorithm=algorithm)
 
 
 def embedding_config(scheme: str, group_size: int):
@@ -357,24 +360,37 @@ def search_symmetric_scales(
 ScaleCache = dict  # (module name, group size) -> (codes, scales) of search_symmetric_scales
 
 
-def _refine_4bit(lm: nn.Module, originals: dict[str, torch.Tensor], importance: dict[str, torch.Tensor],
-                 cache: ScaleCache | None = None) -> int:
+def _search_4bit(lm: nn.Module, fqns: set[str], group_size: int, importance: dict[str, torch.Tensor],
+                 cache: ScaleCache | None = None) -> dict:
+    """Codes and scales for the 4-bit linears in `fqns`, searched from their float weights before quantization
+    (or taken from `cache`, filled for the next call on a copy of the same model: exporter plan).
 
+    Searching first keeps only int8 codes (a quarter of the float weights) alive instead of a float copy of
+    every linear: the export's peak memory.
+    """
+    out = {}
+    for fqn, module in lm.named_modules():
+        if fqn in fqns:
+            k = module.in_features
+            group = group_size if group_size and k % group_size == 0 else k
+            found = cache.get((fqn, group)) if cache is not None else None
+            if found is None:
+                found = search_symmetric_scales(module.weight, group, importance.get(fqn))
+                if cache is not None:
+                    cache[(fqn, group)] = found
+            out[fqn] = found
+    return out
+
+
+def _install_4bit(lm: nn.Module, searched: dict) -> int:
     refined = 0
     for fqn, module in lm.named_modules():
-        if fqn not in originals:
+        if fqn not in searched:
             continue
         w = module.weight
         if not (hasattr(w, "qdata") and hasattr(w, "scale")):
             continue
-        n, k = w.qdata.shape
-        group = k // w.scale.reshape(n, -1).shape[1]
-        found = cache.get((fqn, group)) if cache is not None else None
-        if found is None:
-            found = search_symmetric_scales(originals[fqn], group, importance.get(fqn))
-            if cache is not None:
-                cache[(fqn, group)] = found
-        q, s = found
+        q, s = searched[fqn]
         w.qdata.copy_(q)
         w.scale.copy_(s.to(w.scale.dtype).reshape(w.scale.shape))
         if getattr(w, "zero_point", None) is not None:
@@ -394,8 +410,17 @@ def apply_recipe(lm: nn.Module, recipe, importance: dict[str, torch.Tensor] | No
     """Quantize `lm` (a StaticCacheLM) in place following `recipe` (a profiles.Recipe).
 
     With `importance` (from collect_importance), 4-bit linear scales are re-searched (see module doc);
-    `scale_cache` keeps those searches for the next call on a copy of the same model (exporter plan).
+    `scale_cache` keeps those searches for the next call on a copy of the same model (exporter plan). Runs
+    on one torch thread (see threads.py): the results are the same, and a busy machine no longer stalls it.
     """
+    from .threads import torch_threads
+
+    with torch_threads(1):
+        return _apply_recipe(lm, recipe, importance, scale_cache)
+
+
+def _apply_recipe(lm: nn.Module, recipe, importance: dict[str, torch.Tensor] | None,
+                  scale_cache: ScaleCache | None = None) -> QuantReport:
     from torch import nn
 
     from torchao.quantization.quant_api import quantize_
@@ -408,14 +433,11 @@ def apply_recipe(lm: nn.Module, recipe, importance: dict[str, torch.Tensor] | No
     def is_body_linear(m, fqn):  # the linears `recipe.linear` applies to
         return isinstance(m, nn.Linear) and fqn != "lm_head" and _layer_of(fqn) not in keep_8bit
 
-    originals: dict[str, torch.Tensor] = {}
+    searched: dict = {}
     if importance is not None and recipe.linear in ("8da4w", "4w"):
-        targets = recipe.output == "linear"
-        originals = {
-            fqn: m.weight.detach().clone()
-            for fqn, m in lm.named_modules()
-            if is_body_linear(m, fqn) or (fqn == "lm_head" and targets)
-        }
+        targets = {fqn for fqn, m in lm.named_modules()
+                   if is_body_linear(m, fqn) or (fqn == "lm_head" and recipe.output == "linear")}
+        searched = _search_4bit(lm, targets, recipe.group_size, importance, scale_cache)
 
     if recipe.embedding != "none":
         quantize_(lm, embedding_config(recipe.embedding, recipe.embedding_group_size), filter_fn=lambda m, fqn: fqn == "embed_tokens")
@@ -428,20 +450,22 @@ def apply_recipe(lm: nn.Module, recipe, importance: dict[str, torch.Tensor] | No
             fallback = [fqn for fqn, m in lm.named_modules() if is_body_linear(m, fqn) and m.in_features % gs]
         if keep_8bit:
             quantize_(lm, linear_config(recipe.eight_bit_form(), 0), filter_fn=is_8bit_layer)
-        quantize_(lm, linear_config(recipe.linear, gs), filter_fn=lambda m, fqn: is_body_linear(m, fqn) and fqn not in fallback)
+        body = bool(searched)
+        quantize_(lm, linear_config(recipe.linear, gs, searched=body),
+                  filter_fn=lambda m, fqn: is_body_linear(m, fqn) and fqn not in fallback)
         if fallback:
-            quantize_(lm, linear_config(recipe.linear, 0), filter_fn=lambda m, fqn: fqn in fallback)
+            quantize_(lm, linear_config(recipe.linear, 0, searched=body), filter_fn=lambda m, fqn: fqn in fallback)
         n_linear = sum(1 for fqn, m in lm.named_modules() if is_body_linear(m, fqn) or is_8bit_layer(m, fqn))
 
     output = "none"
     if recipe.output == "linear" and recipe.linear != "none":
         gs = recipe.group_size if recipe.group_size and lm.lm_head.in_features % recipe.group_size == 0 else 0
-        quantize_(lm, linear_config(recipe.linear, gs), filter_fn=lambda m, fqn: fqn == "lm_head")
+        quantize_(lm, linear_config(recipe.linear, gs, searched="lm_head" in searched), filter_fn=lambda m, fqn: fqn == "lm_head")
         output = f"{recipe.linear}-g{gs}" if gs else f"{recipe.linear}-per-channel"
     elif recipe.output == "8w":
         quantize_(lm, linear_config("8da8w", 0), filter_fn=lambda m, fqn: fqn == "lm_head")
         output = "8da8w-per-channel"
-    refined = _refine_4bit(lm, originals, importance or {}, scale_cache) if originals else 0
+    refined = _install_4bit(lm, searched) if searched else 0
     embedding = "none" if recipe.embedding == "none" else f"{recipe.embedding}-g{recipe.embedding_group_size}"
     return QuantReport(
         linear_layers=n_linear,

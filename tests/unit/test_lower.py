@@ -63,3 +63,27 @@ def test_pass_manager_is_restored_and_triggers_name_real_passes():
     ep = _edge_program(_Linear(), torch.randn(2, 8))
     all_names = {p.__name__ for p in _passes.XNNPACKPassManager(ep).passes}
     assert set(_PASS_TRIGGERS) <= all_names
+
+
+def test_decoder_partitioner_decomposes_once_and_delegates_the_linears(monkeypatch):
+    from executorch.exir import EdgeCompileConfig, to_edge_transform_and_lower
+    from torch.export import ExportedProgram
+
+    from exporter.build.lower import _decoder_partitioner
+
+    calls = []
+    original = ExportedProgram.run_decompositions
+
+    def counted(self, *args, **kwargs):
+        if "l.weight" in self.state_dict:  # the program being lowered, not the partitioner's op patterns
+            calls.append(args)
+        return original(self, *args, **kwargs)
+
+    monkeypatch.setattr(ExportedProgram, "run_decompositions", counted)
+    ep = torch.export.export(_Linear(), (torch.randn(2, 8),))
+    edge = to_edge_transform_and_lower(ep, partitioner=[_decoder_partitioner()],
+                                       compile_config=EdgeCompileConfig(_check_ir_validity=False))
+    assert len(calls) == 1  # XNNPACK's own partitioner makes this three full re-traces
+    targets = [str(n.target) for n in edge.exported_program().graph_module.graph.nodes if n.op == "call_function"]
+    assert any("executorch_call_delegate" in t for t in targets)
+    assert not any("linear" in t or "addmm" in t or "mm.default" in t for t in targets)  # the linear went to XNNPACK
