@@ -66,3 +66,15 @@ def test_llamacpp_engine_failure_keeps_the_reason(tmp_path, fake_llama_bench):
     row = hb.summarize("llamacpp", "llama.cpp", None, 8, argparse.Namespace(gen=8, threads=2, warmup=1, repeat=2),
                        [part])
     assert row["status"] == "failed" and json.dumps(row)
+
+
+def test_aims_use_the_issue_thresholds_for_decode_and_prefill():
+    rows = [{"engine": e, "prompt_len": n, "prefill_tps_mean": p, "decode_tps_mean": d}
+            for e, n, p, d in (("pte", 64, 900, 90), ("llamacpp", 64, 800, 61),
+                               ("pte", 512, 700, 70), ("llamacpp", 512, 600, 60))]
+    host_bench = _host_bench()
+    got = {a["test"]: a["verdict"] for a in host_bench.aim(rows)["by_test"]}
+    # 90 / 61 = 1.48 < 1.5; 70 / 60 = 1.17 < 1.2; prefill 700 / 600 >= 1
+    assert got == {"decode after pp64": "not met", "decode after pp512": "not met", "prefill pp512": "met"}
+    rows[0]["decode_tps_mean"] = 92
+    assert host_bench.aim(rows)["by_test"][0]["verdict"] == "met"
