@@ -7,10 +7,13 @@ Runs, one after the other (nothing else should run meanwhile):
 1. `export_bench.py --device D`: export the built-in model, stage times, peak RSS, perplexity, host tok/s;
 2. `host_bench.py --export <that folder> --engines pte,llamacpp`: the .pte beside llama.cpp Q4_0 (llama-bench),
    pp64/pp512 + tg128, round-robin, with the roofline on each .pte row;
-3. `export_bench.py --device D --busy 1`: the same export while one other process keeps a core busy.
-Writes bench/results/all_<date>.json: the three result files and every aim with its verdict. The export-time
-aim compares with `--baseline-wall` (the wall time of the export before this work on a quiet host of the same
-kind), since the old code is not rebuilt here.
+3. `export_bench.py --device D --busy 1`: the same export while one other process keeps a core busy;
+4. the export of the code before issue 12's work (`--baseline-rev`, checked out into a temporary git worktree
+   and run with this environment) right after, on the same machine: the side-by-side export-time aim;
+5. `decode_profile.py --export <the quiet export>`: where a decode step's time goes (XNNPACK linears per
+   weight scheme, attention per cache depth, perf samples per library), the reason behind the decode aims.
+Writes bench/results/all_<date>.json: the result files and every aim with its verdict. Without a git checkout
+(`--baseline-rev none`) the export-time aim uses `--baseline-wall`.
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ import json
 import os
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -42,14 +46,33 @@ def export_bench(*args: str) -> dict:
     return json.loads("\n".join(lines[start:]))
 
 
+def baseline_export(rev: str, device: str) -> dict:
+    """Export with the code of `rev` (a temporary worktree, this interpreter): its manifest's export record."""
+    with tempfile.TemporaryDirectory(prefix="exporter-baseline-") as tmp:
+        tree, out = Path(tmp) / "tree", Path(tmp) / "export"
+        run(["git", "-C", str(REPO), "worktree", "add", "--detach", str(tree), rev])
+        try:
+            env = dict(os.environ, PYTHONPATH=str(tree))
+            print(f"+ ({rev}) exporter export --device {device}", file=sys.stderr, flush=True)
+            subprocess.run([sys.executable, "-m", "exporter", "export", "--device", device, "--output", str(out),
+                            "--force", "--no-verify"], cwd=tree, env=env, check=True, stdout=subprocess.DEVNULL)
+            manifest = json.loads((out / "manifest.json").read_text())
+        finally:
+            run(["git", "-C", str(REPO), "worktree", "remove", "--force", str(tree)])
+    record = manifest["export"]
+    return {"rev": rev, "export_wall_s": record["wall_s"], "export_peak_rss_bytes": record["peak_rss_bytes"],
+            "export_stages_s": record["stages_s"], "pte_sha256": manifest["pte"]["sha256"]}
+
+
 def verdict(ok: bool | None) -> str:
     return "not measured" if ok is None else ("met" if ok else "not met")
 
 
-def export_aims(quiet: dict, busy: dict | None, baseline_wall: float) -> list[dict]:
+def export_aims(quiet: dict, busy: dict | None, baseline_wall: float, baseline_name: str) -> list[dict]:
     ratio = quiet["export_wall_s"] / baseline_wall
     aims = [
-        {"aim": f"export wall <= {EXPORT_RATIO}x the baseline ({baseline_wall:g} s)", "value": round(ratio, 3),
+        {"aim": f"export wall <= {EXPORT_RATIO}x the baseline ({baseline_name}: {baseline_wall:g} s)",
+         "value": round(ratio, 3),
          "verdict": verdict(ratio <= EXPORT_RATIO)},
         {"aim": "export peak RSS <= 1.5 GB", "value": quiet["export_peak_rss_bytes"],
          "verdict": verdict(quiet["export_peak_rss_bytes"] <= RSS_LIMIT)},
@@ -73,7 +96,10 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--device", default="sm8650")
     ap.add_argument("--baseline-wall", type=float, default=572.0,
-                    help="export wall time before this work, quiet, same kind of host (issue 12: 572 s on AVX2)")
+                    help="export wall time before this work, quiet, same kind of host (issue 12: 572 s on AVX2); "
+                         "used only with --baseline-rev none")
+    ap.add_argument("--baseline-rev", default="bf49e19",
+                    help="git revision of the code before this work, exported side by side ('none': skip)")
     ap.add_argument("--skip-busy", action="store_true")
     ap.add_argument("--rounds", type=int, default=3)
     args = ap.parse_args()
@@ -87,14 +113,24 @@ def main() -> int:
     host = json.loads(host_out.read_text())
     busy = None if args.skip_busy else export_bench("--device", args.device, "--out", str(WORK / "export-busy"),
                                                     "--busy", "1")
+    baseline = None if args.baseline_rev == "none" else baseline_export(args.baseline_rev, args.device)
+    profile_out = RESULTS / f"decode_profile_{stamp}.json"
+    sys.stderr.write(run([sys.executable, "bench/decode_profile.py", "--export", str(WORK / "export"),
+                          "--out", str(profile_out)]))
+    if baseline is None:
+        baseline_wall, baseline_name = args.baseline_wall, "given"
+    else:
+        baseline_wall, baseline_name = baseline["export_wall_s"], f"{args.baseline_rev} side by side"
     record = {
         "benchmark": "all",
         "test_time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "cpu_count": os.cpu_count(),
         "export_quiet": quiet,
         "export_busy": busy,
+        "export_baseline": baseline,
         "host_result_file": str(host_out.relative_to(REPO)),
-        "aims": export_aims(quiet, busy, args.baseline_wall) + host["aim"]["by_test"] + [roofline_aim(host)],
+        "decode_profile_file": str(profile_out.relative_to(REPO)),
+        "aims": export_aims(quiet, busy, baseline_wall, baseline_name) + host["aim"]["by_test"] + [roofline_aim(host)],
     }
     out = RESULTS / f"all_{stamp}.json"
     out.write_text(json.dumps(record, indent=2) + "\n")
