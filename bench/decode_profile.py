@@ -7,6 +7,8 @@ Three measurements, each on the shapes of the export given (its manifest's `dims
   M=512 (a prefill of 512): how fast the XNNPACK kernel each scheme reaches on this CPU streams its weights;
 - `attention`: ExecuTorch's `llama::custom_sdpa` at the export's head counts and context, n_layers calls per
   step, at several cache depths;
+- `chunks`: a 512-token prompt prefilled through the `.pte` in one call and in chunks of 256, 128, 64;
+- `threads`: the native harness at 1 and 2 threads (prefill of 512, 64 decode steps);
 - `perf` (where `perf` is installed): the native harness on the export's `.pte` under `perf record`, samples
   grouped by shared library (XNNPACK, the optimized kernels that hold attention's GEMMs, the custom ops, the
   thread pool, the kernel).
@@ -20,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import shutil
 import statistics
 import subprocess
@@ -161,6 +164,46 @@ def measure_attention(dims: dict, n_layers: int, max_seq_len: int, tmp: Path, re
     return rows
 
 
+def measure_prefill_chunks(export: Path, prompt: int, reps: int) -> list[dict]:
+    """A prompt of `prompt` tokens prefilled in one call and in equal chunks (the runners' chunking lever)."""
+    import torch
+    from executorch.runtime import Runtime
+
+    import executorch.extension.llm.custom_ops.custom_ops  # noqa: F401  llama::custom_sdpa / update_cache
+    import executorch.kernels.quantized  # noqa: F401  quantized embedding
+
+    method = Runtime.get().load_program(export / "model.pte").load_method("forward")
+    tokens = torch.randint(0, 1000, (1, prompt))
+    rows = []
+    for chunk in (prompt, prompt // 2, prompt // 4, prompt // 8):
+        def prefill(chunk=chunk):
+            for start in range(0, prompt, chunk):
+                method.execute([tokens[:, start:start + chunk], torch.tensor([start])])
+
+        med, best = _median_min(prefill, reps)
+        rows.append({"prompt": prompt, "chunk": chunk, "median_ms": round(med, 1), "min_ms": round(best, 1),
+                     "tok_s_at_median": round(prompt / med * 1e3, 1)})
+        _say(f"prefill {prompt} in chunks of {chunk}: {med:.0f} ms")
+    return rows
+
+
+def measure_threads(export: Path, prompt: int, gen: int) -> list[dict]:
+    """The harness at 1 and 2 threads (and the host's count): prefill and decode tokens/s."""
+    from exporter.device.harness import build_host
+
+    rows = []
+    for threads in sorted({1, 2, os.cpu_count() or 1}):
+        out = subprocess.run([str(build_host()), "--pte", str(export / "model.pte"), "--prompt-len", str(prompt),
+                              "--gen-len", str(gen), "--reps", "3", "--warmup", "1", "--threads", str(threads)],
+                             check=True, capture_output=True, text=True).stdout
+        runs = [json.loads(line) for line in out.splitlines() if line.startswith("{")]
+        rows.append({"threads": threads, "prompt": prompt, "gen": gen,
+                     "prefill_tok_s_median": round(statistics.median(r["prefill_tps"] for r in runs), 1),
+                     "decode_tok_s_median": round(statistics.median(r["decode_tps"] for r in runs), 1)})
+        _say(f"harness, {threads} threads: {rows[-1]}")
+    return rows
+
+
 def measure_perf(export: Path, threads: int, prompt: int, gen: int, tmp: Path) -> dict | None:
     """Samples of the harness (prefill `prompt` + `gen` decode steps) by shared object, in percent."""
     from exporter.device.harness import build_host
@@ -201,6 +244,12 @@ def markdown(result: dict) -> str:
     lines += ["", "| cache depth | custom_sdpa ms per step (all layers) | valid cache MB | GB/s of it |", "|---:|---:|---:|---:|"]
     for r in result["attention"]:
         lines.append(f"| {r['depth']} | {r['median_ms']:.2f} | {r['valid_cache_mb']} | {r['gb_s_of_valid_cache']} |")
+    if result.get("prefill_chunks"):
+        lines += ["", "| prefill of 512 in chunks of | ms | tok/s |", "|---:|---:|---:|"]
+        lines += [f"| {r['chunk']} | {r['median_ms']} | {r['tok_s_at_median']} |" for r in result["prefill_chunks"]]
+    if result.get("threads"):
+        lines += ["", "| harness threads | prefill tok/s | decode tok/s |", "|---:|---:|---:|"]
+        lines += [f"| {r['threads']} | {r['prefill_tok_s_median']} | {r['decode_tok_s_median']} |" for r in result["threads"]]
     for p in result.get("perf") or []:
         top = sorted(p["by_library_percent"].items(), key=lambda kv: -kv[1])[:6]
         lines += ["", f"perf, harness pp{p['prompt']}+tg{p['gen']}, {p['threads']} threads: "
@@ -213,7 +262,7 @@ def main() -> int:
     ap.add_argument("--export", type=Path, required=True, help="an export folder (model.pte + manifest.json)")
     ap.add_argument("--threads", type=int, default=2, help="harness threads under perf")
     ap.add_argument("--reps", type=int, default=50, help="timed calls per decode-sized case")
-    ap.add_argument("--skip", nargs="*", default=[], choices=("linears", "attention", "perf"))
+    ap.add_argument("--skip", nargs="*", default=[], choices=("linears", "attention", "chunks", "threads", "perf"))
     ap.add_argument("--out", type=Path, default=None)
     args = ap.parse_args()
 
@@ -231,6 +280,10 @@ def main() -> int:
             result["linears"] = measure_linears(dims, n_layers, tmp, args.reps)
         if "attention" not in args.skip:
             result["attention"] = measure_attention(dims, n_layers, max_seq_len, tmp, args.reps)
+        if "chunks" not in args.skip:
+            result["prefill_chunks"] = measure_prefill_chunks(args.export, PREFILL_M, max(3, args.reps // 10))
+        if "threads" not in args.skip:
+            result["threads"] = measure_threads(args.export, PREFILL_M, 64)
         if "perf" not in args.skip:
             result["perf"] = [p for p in (measure_perf(args.export, args.threads, n, 128, tmp) for n in (64, 512)) if p]
     result["load_avg_after"] = loadavg()

@@ -330,7 +330,7 @@ def measure_pte(args: argparse.Namespace, prompt_len: int) -> dict:
 
     threads = (args.threads,) if args.threads else ()
     spec = BenchSpec(prompt_lengths=(prompt_len,), gen_lengths=(args.gen,), reps=args.repeat, warmup=args.warmup,
-                     threads=threads, cooldown_temp_c=None)
+                     threads=threads, cooldown_temp_c=None, prefill_chunk=args.prefill_chunk)
     artifact = Artifact.open(args.export)
     before, probe = loadavg(), CpuProbe()
     try:
@@ -487,6 +487,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--prompt-lengths", default="64,512")
     ap.add_argument("--gen", type=int, default=128)
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--prefill-chunk", type=int, default=None,
+                    help="pte engine: prefill in calls of at most N tokens (default: one call, as the stock runners "
+                         "do with an exporter .pte); llama-bench's own batch for pp512 is one ubatch of 512")
     ap.add_argument("--repeat", type=int, default=3)
     ap.add_argument("--warmup", type=int, default=1)
     ap.add_argument("--engines", default=",".join(ENGINES), help="comma-separated subset of " + ",".join(ENGINES))
@@ -523,7 +526,7 @@ def main(argv: list[str] | None = None) -> int:
         "test_time": now_rfc3339(), "command": " ".join([Path(sys.executable).name, *sys.argv]),
         "machine": machine_info(), "versions": versions(), "load_avg_start": loadavg(), "quiet_wait": waited,
         "config": {"prompt_lengths": lengths, "gen": args.gen, "threads": args.threads, "repeat": args.repeat,
-                   "rounds": args.rounds,
+                   "rounds": args.rounds, "pte_prefill_chunk": args.prefill_chunk,
                    "warmup": args.warmup, "engines": engines, "prompt_ids": f"harness LCG, seed {HARNESS_SEED}"},
     }
     args.export = args.export.resolve()

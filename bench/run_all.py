@@ -102,6 +102,8 @@ def main() -> int:
                     help="git revision of the code before this work, exported side by side ('none': skip)")
     ap.add_argument("--skip-busy", action="store_true")
     ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--prefill-chunk", type=int, default=128,
+                    help="the harness prefills in calls of this many tokens (decode_profile.py measures why)")
     args = ap.parse_args()
 
     stamp = time.strftime("%Y%m%d-%H%M%S")
@@ -109,6 +111,7 @@ def main() -> int:
     quiet = export_bench("--device", args.device, "--out", str(WORK / "export"))
     sys.stderr.write(run([sys.executable, "bench/host_bench.py", "--export", str(WORK / "export"), "--engines",
                           "pte,llamacpp", "--threads", "2", "--rounds", str(args.rounds), "--repeat", "3",
+                          "--prefill-chunk", str(args.prefill_chunk),
                           "--out", str(host_out)]))
     host = json.loads(host_out.read_text())
     busy = None if args.skip_busy else export_bench("--device", args.device, "--out", str(WORK / "export-busy"),

@@ -212,6 +212,7 @@ def bench(
     cooldown_temp_c: float | None = 45.0,
     cooldown_timeout_s: float = 120.0,
     runner: str = "harness",
+    prefill_chunk: int | None = None,
     harness: str | os.PathLike | None = None,
     tokenizer: str | os.PathLike | None = None,
     remote_dir: str | None = None,
@@ -234,7 +235,7 @@ def bench(
         raise UsageError("--host runs on this machine: drop --serial/--all")
     spec = BenchSpec(prompt_lengths=tuple(prompt_lengths), gen_lengths=tuple(gen_lengths), threads=tuple(threads),
                      reps=reps, warmup=warmup, cooldown_temp_c=None if host else cooldown_temp_c,
-                     cooldown_timeout_s=cooldown_timeout_s, runner=runner)
+                     cooldown_timeout_s=cooldown_timeout_s, runner=runner, prefill_chunk=prefill_chunk)
     artifact = Artifact.open(folder)
     chosen = [] if host else pick_serials(serials, all_devices=all_devices, adb_path=adb)
     opts = PhoneOptions(harness=Path(harness) if harness and not host else None,

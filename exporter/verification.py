@@ -84,11 +84,18 @@ class PteDecoder:
         with native_logs():  # XNNPACK's first init logs what cpuinfo could not read (harmless on x86)
             try:
                 self.forward = program.load_method("forward")
-                self.max_seq_len = int(program.load_method("get_max_seq_len").execute([])[0])
+                # get_max_seq_len: tokens per call; get_max_context_len: cache slots (older exports: equal)
+                self.prefill_chunk = int(program.load_method("get_max_seq_len").execute([])[0])
+                methods = program.method_names
+                self.max_seq_len = (int(program.load_method("get_max_context_len").execute([])[0])
+                                    if "get_max_context_len" in methods else self.prefill_chunk)
                 self.vocab_size = int(program.load_method("get_vocab_size").execute([])[0])
             except Exception as err:
                 raise VerificationError(f"{pte} lacks the methods exporter writes (forward, get_max_seq_len, "
                                         f"get_vocab_size): {err}", hint="re-export it with `exporter export`") from None
+            if not 1 <= self.prefill_chunk <= self.max_seq_len:
+                raise VerificationError(f"{pte} takes {self.prefill_chunk} tokens per call with a context of "
+                                        f"{self.max_seq_len}", hint="re-export it with `exporter export`")
         self.prefill_s = 0.0
         self.prefill_tokens = 0
         self.decode_s = 0.0
@@ -107,7 +114,9 @@ class PteDecoder:
         if len(ids) > self.max_seq_len:
             raise VerificationError(f"chunk of {len(ids)} tokens exceeds the .pte's context of {self.max_seq_len}")
         t0 = time.perf_counter()
-        rows = [self._call(ids[:prefill_len], 0)]
+        for start in range(0, prefill_len, self.prefill_chunk):  # as the runners split a long prompt
+            last = self._call(ids[start:min(start + self.prefill_chunk, prefill_len)], start)
+        rows = [last]
         t1 = time.perf_counter()
         for pos in range(prefill_len, len(ids)):
             rows.append(self._call(ids[pos : pos + 1], pos))

@@ -3,7 +3,8 @@
 //
 // Calling convention of the .pte (what exporter writes and ExecuTorch's LLM runners expect):
 //   forward(tokens: int64 [1, S], input_pos: int64 [1]) -> logits float32 [1, vocab] (or [1, S, vocab])
-//   constant methods get_max_seq_len, get_vocab_size (read to bound the lengths and draw token ids).
+//   constant methods get_max_seq_len (tokens per call: the prompt is prefilled in calls of that many),
+//   get_max_context_len (KV cache positions, bounds prompt + generation), get_vocab_size (draws token ids).
 //
 // No tokenizer: prompt ids are pseudo-random (fixed seed) below the vocabulary size, or given with --tokens.
 // Decode is greedy (argmax of the previous logits), so a run is deterministic and can be replayed in Python
@@ -79,7 +80,9 @@ using Clock = std::chrono::steady_clock;
 constexpr const char* kUsage =
     "usage: latency_main --pte FILE [options]\n"
     "  --pte FILE           ExecuTorch program (forward(tokens[1,S], input_pos[1]) -> logits)\n"
-    "  --prompt-len N       prompt tokens in the prefill call (default 32)\n"
+    "  --prompt-len N       prompt tokens in the prefill (default 32)\n"
+    "  --prefill-chunk N    prefill the prompt in calls of at most N tokens (default: the program's\n"
+    "                       get_max_seq_len, as ExecuTorch's TextPrefiller splits a prompt)\n"
     "  --gen-len M          decode steps after the prefill (default 32)\n"
     "  --reps N             measured repetitions, one JSON line each (default 3)\n"
     "  --warmup N           unmeasured repetitions first (default 1)\n"
@@ -100,6 +103,7 @@ struct Options {
   std::vector<int> cpu_set;
   std::vector<int64_t> tokens;
   uint64_t seed = 1234;
+  long prefill_chunk = 0; // 0: the program's get_max_seq_len (one call for an exporter .pte)
   std::string dump_logits;
 };
 
@@ -182,6 +186,8 @@ Options parse_args(int argc, char** argv) {
       o.tokens = parse_list<int64_t>(a, value);
     } else if (a == "--seed") {
       o.seed = static_cast<uint64_t>(parse_long(a, value, 0));
+    } else if (a == "--prefill-chunk") {
+      o.prefill_chunk = parse_long(a, value, 1);
     } else if (a == "--dump-logits") {
       o.dump_logits = value;
     } else {
@@ -359,11 +365,21 @@ struct RunResult {
   std::vector<std::vector<float>> logits; // kept only when asked
 };
 
-RunResult run_once(const Model& m, const std::vector<int64_t>& prompt, long gen_len, bool keep_logits) {
+// The prompt in calls of at most `chunk` tokens, as ExecuTorch's TextPrefiller splits it by get_max_seq_len.
+std::vector<float> prefill(const Model& m, const std::vector<int64_t>& prompt, int64_t chunk) {
+  std::vector<float> logits;
+  for (size_t start = 0; start < prompt.size(); start += static_cast<size_t>(chunk)) {
+    const size_t end = std::min(prompt.size(), start + static_cast<size_t>(chunk));
+    logits = forward(m, std::vector<int64_t>(prompt.begin() + start, prompt.begin() + end), static_cast<int64_t>(start));
+  }
+  return logits;
+}
+
+RunResult run_once(const Model& m, const std::vector<int64_t>& prompt, int64_t chunk, long gen_len, bool keep_logits) {
   RunResult r;
   // Positions restart at 0: the static cache slots are overwritten, never read before being written.
   auto t0 = Clock::now();
-  std::vector<float> logits = forward(m, prompt, 0);
+  std::vector<float> logits = prefill(m, prompt, chunk);
   auto t1 = Clock::now();
   int64_t next = argmax(logits);
   auto t2 = Clock::now();
@@ -449,7 +465,20 @@ int main(int argc, char** argv) {
   }
   double model_load_ms = ms_since(load0, Clock::now());
 
-  const int64_t max_seq_len = read_int_method(module, "get_max_seq_len");
+  // get_max_seq_len: most tokens per forward call; get_max_context_len: the KV cache's positions (programs
+  // without it take a whole context per call).
+  const int64_t per_call = read_int_method(module, "get_max_seq_len");
+  const int64_t context_len = read_int_method(module, "get_max_context_len");
+  const int64_t max_seq_len = context_len > 0 ? context_len : per_call;
+  int64_t chunk = per_call > 0 ? per_call : std::max<int64_t>(1, opt.prompt_len);
+  if (opt.prefill_chunk > 0) {
+    if (per_call > 0 && opt.prefill_chunk > per_call) {
+      die("--prefill-chunk " + std::to_string(opt.prefill_chunk) + " exceeds the program's get_max_seq_len " +
+              std::to_string(per_call) + " (most tokens one call takes)",
+          2);
+    }
+    chunk = opt.prefill_chunk;
+  }
   const int64_t vocab = read_int_method(module, "get_vocab_size");
   if (max_seq_len < 0) {
     std::fprintf(stderr, "warning: program has no get_max_seq_len; lengths are not checked\n");
@@ -485,11 +514,11 @@ int main(int argc, char** argv) {
   std::fprintf(stderr, "latency_main: %s, threads=%ld, prompt=%ld, gen=%ld, warmup=%ld, reps=%ld\n",
                opt.pte.c_str(), threads, opt.prompt_len, opt.gen_len, opt.warmup, opt.reps);
   for (long w = 0; w < opt.warmup; ++w) {
-    run_once(m, prompt, opt.gen_len, false);
+    run_once(m, prompt, chunk, opt.gen_len, false);
   }
   for (long rep = 0; rep < opt.reps; ++rep) {
     const bool dump = rep == 0 && !opt.dump_logits.empty();
-    RunResult r = run_once(m, prompt, opt.gen_len, dump);
+    RunResult r = run_once(m, prompt, chunk, opt.gen_len, dump);
     if (dump) {
       write_dump(opt.dump_logits, prompt, r);
     }
@@ -514,6 +543,7 @@ int main(int argc, char** argv) {
     // Provenance, beyond RUN_FIELDS.
     line += ",\"pte\":" + json_string(opt.pte);
     line += ",\"max_seq_len\":" + std::to_string(max_seq_len);
+    line += ",\"prefill_chunk\":" + std::to_string(std::min<int64_t>(chunk, opt.prompt_len));
     line += ",\"vocab_size\":" + std::to_string(vocab);
     line += ",\"warmup\":" + std::to_string(opt.warmup);
     line += ",\"cpu_features\":[";

@@ -51,6 +51,9 @@ def push(folder: Path, serial: str | None, remote_dir: str | None, adb_path: Pat
 @click.option("--no-cooldown", is_flag=True, help="Do not wait between runs (one runner process per test).")
 @click.option("--runner", type=click.Choice(["harness", "llama_main"]), default="harness", show_default=True,
               help="exporter's harness, or the stock ExecuTorch llama_main runner.")
+@click.option("--prefill-chunk", type=click.IntRange(min=1), default=None,
+              help="Harness: prefill the prompt in calls of at most N tokens (default: one call, as ExecuTorch's "
+                   "runners do with an exporter .pte).")
 @click.option("--harness", "harness_path", type=click.Path(dir_okay=False, path_type=Path),
               help="Runner binary to push (Android arm64 harness, or llama_main with --runner llama_main); "
                    "with --host: a host harness binary (default: build it).")
@@ -67,7 +70,8 @@ def push(folder: Path, serial: str | None, remote_dir: str | None, adb_path: Pat
               help="Write results.json, results.csv, results.md and a plot here.")
 def bench(folder: Path, serials: tuple[str, ...], all_devices: bool, host: bool, prompt_lengths: tuple[int, ...],
           gen_lengths: tuple[int, ...], threads: tuple[int, ...] | None, reps: int, warmup: int, cooldown_temp: float,
-          cooldown_timeout: float, no_cooldown: bool, runner: str, harness_path: Path | None, tokenizer: Path | None,
+          cooldown_timeout: float, no_cooldown: bool, runner: str, prefill_chunk: int | None, harness_path: Path | None,
+          tokenizer: Path | None,
           remote_dir: str | None, host_bandwidth_gbps: float | None, adb_path: Path | None, as_json: bool,
           csv_path: Path | None, out_dir: Path | None) -> None:
     """Measure prefill and decode tokens/s of an export folder on phones (or on this machine with --host).
@@ -80,7 +84,7 @@ def bench(folder: Path, serials: tuple[str, ...], all_devices: bool, host: bool,
     report = run(folder, serials=serials, all_devices=all_devices, host=host, prompt_lengths=prompt_lengths,
                  gen_lengths=gen_lengths, threads=threads or (), reps=reps, warmup=warmup,
                  cooldown_temp_c=None if no_cooldown else cooldown_temp, cooldown_timeout_s=cooldown_timeout,
-                 runner=runner, harness=harness_path, tokenizer=tokenizer, remote_dir=remote_dir,
+                 runner=runner, prefill_chunk=prefill_chunk, harness=harness_path, tokenizer=tokenizer, remote_dir=remote_dir,
                  host_bandwidth_gbps=host_bandwidth_gbps, adb=adb_path, say=output.info, warn=output.warn)
     output.print_text(to_json(report.rows) if as_json else to_markdown(report.rows))
     try:

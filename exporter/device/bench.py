@@ -76,6 +76,7 @@ class BenchSpec:
     cooldown_timeout_s: float = 120.0
     runner: str = "harness"
     run_timeout_s: float | None = None  # None: scaled with the tokens a run processes
+    prefill_chunk: int | None = None  # harness: prompt tokens per prefill call (None: the program's limit)
 
     def __post_init__(self) -> None:
         for name in ("prompt_lengths", "gen_lengths"):
@@ -88,6 +89,12 @@ class BenchSpec:
             raise UsageError("--repeat must be >= 1 and --warmup >= 0")
         if self.runner not in RUNNERS:
             raise UsageError(f"unknown runner {self.runner!r}", hint=f"choose one of {', '.join(RUNNERS)}")
+        if self.prefill_chunk is not None:
+            if self.prefill_chunk < 1:
+                raise UsageError(f"--prefill-chunk must be a positive integer, got {self.prefill_chunk}")
+            if self.runner != "harness":
+                raise UsageError("--prefill-chunk is a harness setting",
+                                 hint="llama_main splits prompts by the program's get_max_seq_len itself")
 
     def cases(self, default_threads: int) -> list[Case]:
         """The grid, threads outermost (a runner process per thread count keeps its pool warm)."""
@@ -184,8 +191,8 @@ class HostTarget(Target):
     """This machine, with the host-built harness."""
 
     def __init__(self, artifact: Artifact, binary: Path, *, threads: Sequence[int] = (),
-                 bandwidth_gbps: float | None = None):
-        self.artifact, self.binary = artifact, binary
+                 bandwidth_gbps: float | None = None, prefill_chunk: int | None = None):
+        self.artifact, self.binary, self.prefill_chunk = artifact, binary, prefill_chunk
         self.default_threads = min(artifact.manifest.threads, os.cpu_count() or 1)
         if bandwidth_gbps is not None:
             bw, source = float(bandwidth_gbps), "host: --host-bandwidth-gbps (given)"
@@ -205,7 +212,8 @@ class HostTarget(Target):
         from .harness import run_host
 
         return run_host(self.artifact.pte_path, prompt_len=case.prompt_len, gen_len=case.gen_len, reps=reps,
-                        warmup=warmup, threads=case.threads, binary=self.binary, timeout=timeout)
+                        warmup=warmup, threads=case.threads, prefill_chunk=self.prefill_chunk,
+                        binary=self.binary, timeout=timeout)
 
 
 @dataclass(frozen=True)
@@ -333,7 +341,8 @@ class PhoneTarget(Target):
         binary = posixpath.join(self.remote_dir, self.remote_bin)
         if self.spec.runner == "harness":
             argv = harness_argv(binary, self.pte_remote, prompt_len=case.prompt_len, gen_len=case.gen_len, reps=reps,
-                                warmup=warmup, threads=case.threads, cpu_set=self.cpu_set)
+                                warmup=warmup, threads=case.threads, cpu_set=self.cpu_set,
+                                prefill_chunk=self.spec.prefill_chunk)
             if self.bundle is not None:
                 from .cross import bundle_argv
 
@@ -420,7 +429,8 @@ def bench_host(artifact: Artifact, spec: BenchSpec, *, binary: Path | None = Non
     if spec.runner != "harness":
         raise UsageError("--host runs the exporter harness only (not llama_main)")
     binary = Path(binary) if binary else build_host(progress=say)
-    target = HostTarget(artifact, binary, threads=spec.threads, bandwidth_gbps=bandwidth_gbps)
+    target = HostTarget(artifact, binary, threads=spec.threads, bandwidth_gbps=bandwidth_gbps,
+                        prefill_chunk=spec.prefill_chunk)
     return run_tests(target, artifact, spec, say=say, warn=warn)
 
 

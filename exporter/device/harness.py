@@ -77,6 +77,7 @@ def run_host(
     warmup: int = 1,
     threads: int = 2,
     cpu_set: Sequence[int] = (),
+    prefill_chunk: int | None = None,
     binary: Path | None = None,
     timeout: float | None = None,
 ) -> list[dict]:
@@ -87,7 +88,7 @@ def run_host(
     binary = Path(binary) if binary is not None else build_host()
     argv = harness_argv(
         str(binary), str(pte), prompt_len=prompt_len, gen_len=gen_len, reps=reps, warmup=warmup,
-        threads=threads, cpu_set=cpu_set,
+        threads=threads, cpu_set=cpu_set, prefill_chunk=prefill_chunk,
     )
     try:
         proc = subprocess.run(argv, capture_output=True, text=True, check=False, timeout=timeout,

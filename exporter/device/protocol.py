@@ -59,6 +59,7 @@ def harness_argv(
     warmup: int,
     threads: int,
     cpu_set: Sequence[int] = (),
+    prefill_chunk: int | None = None,
 ) -> list[str]:
     """The command line of one harness invocation (also used on the phone through adb shell)."""
     argv = [
@@ -68,6 +69,8 @@ def harness_argv(
     ]
     if cpu_set:
         argv += ["--cpu-set", ",".join(str(int(c)) for c in cpu_set)]
+    if prefill_chunk is not None:
+        argv += ["--prefill-chunk", str(int(prefill_chunk))]
     return argv
 
 

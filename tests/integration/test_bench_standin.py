@@ -229,3 +229,9 @@ def test_bench_host_mode(tmp_path, harness_binary, tiny_pte_bytes):
     assert "given" in row["bandwidth_source"]
     per_token = manifest_token_bytes(Artifact.open(export).manifest, 4, 4).total
     assert row["roofline_decode_tps"] == pytest.approx(12.5e9 / per_token)
+    assert row["prefill_chunk"] == 4  # one call for the whole prompt unless asked
+
+    p = run_cli(args[:-1] + ["--prompt-lengths", "6", "--prefill-chunk", "4", "--json"], {})
+    assert p.returncode == 0, p.stderr
+    row = json.loads(p.stdout)["rows"][0]
+    assert (row["prompt_len"], row["prefill_chunk"], row["status"]) == (6, 4, "ok")

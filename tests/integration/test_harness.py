@@ -101,8 +101,7 @@ def tiny_pte(tmp_path_factory):
     return path
 
 
-@pytest.fixture(scope="module")
-def llama_pte(tmp_path_factory):
+def _llama_pte(folder, prefill_chunk=None):
     """A random-weight 2-layer Llama through the exporter's own pipeline (model.py + lower.py), 8da4w."""
     try:
         from exporter.build.lower import export_program, lower_to_executorch, runner_metadata
@@ -119,10 +118,33 @@ def llama_pte(tmp_path_factory):
                          num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=64)
     lm = build_static_lm(LlamaForCausalLM(config).eval(), MAX_SEQ_LEN)
     quantize_(lm, linear_config("8da4w", 32), filter_fn=lambda m, fqn: isinstance(m, nn.Linear))
-    lowered = lower_to_executorch(export_program(lm), runner_metadata(lm, bos_id=1, eos_ids=[2]))
-    path = tmp_path_factory.mktemp("llama") / "llama.pte"
+    metadata = runner_metadata(lm, bos_id=1, eos_ids=[2])
+    if prefill_chunk is None:
+        program = export_program(lm)
+    else:
+        import executorch.extension.llm.custom_ops.custom_ops  # noqa: F401  llama::* ops for the tracer
+
+        metadata["get_max_seq_len"] = prefill_chunk
+        seq = torch.export.Dim("seq", min=1, max=prefill_chunk)
+        example = (torch.zeros(1, 2, dtype=torch.long), torch.tensor([0], dtype=torch.long))
+        with torch.no_grad():
+            program = torch.export.export(lm, example, dynamic_shapes=({1: seq}, None), strict=False)
+    lowered = lower_to_executorch(program, metadata)
+    path = folder / "llama.pte"
     path.write_bytes(lowered.buffer)
     return path
+
+
+@pytest.fixture(scope="module")
+def llama_pte(tmp_path_factory):
+    return _llama_pte(tmp_path_factory.mktemp("llama"))
+
+
+@pytest.fixture(scope="module")
+def chunked_llama_pte(tmp_path_factory):
+    """The same model taking at most 5 prompt tokens per call (get_max_seq_len 5, get_max_context_len 48), as
+    other tools export for ExecuTorch's runners to split prompts."""
+    return _llama_pte(tmp_path_factory.mktemp("llama-chunk5"), prefill_chunk=5)
 
 
 def _run(binary, *args, check=False):
@@ -214,6 +236,47 @@ def test_dumped_logits_equal_python_runtime(harness_binary, which, request, tmp_
     ref = _python_runtime_logits(pte, prompt, decode)
     assert ref.shape == got.shape
     assert torch.allclose(got, ref, atol=1e-4, rtol=0), (got - ref).abs().max()
+
+
+@pytest.mark.native
+def test_prompt_is_prefilled_in_the_programs_chunks(harness_binary, llama_pte, chunked_llama_pte, tmp_path):
+    import executorch.extension.llm.custom_ops.custom_ops  # noqa: F401
+    from executorch.runtime import Runtime
+
+    program = Runtime.get().load_program(str(chunked_llama_pte))
+    assert program.load_method("get_max_seq_len").execute([])[0] == 5
+    assert program.load_method("get_max_context_len").execute([])[0] == MAX_SEQ_LEN
+    with pytest.raises(Exception):  # one call of 6 tokens is beyond the program's bound
+        program.load_method("forward").execute([torch.zeros(1, 6, dtype=torch.long), torch.tensor([0])])
+
+    dumps = {}
+    runs = {"whole": (llama_pte,), "chunked": (chunked_llama_pte,), "asked": (llama_pte, "--prefill-chunk", 4)}
+    for name, (pte, *extra) in runs.items():
+        dump = tmp_path / f"{name}.json"
+        proc = _run(harness_binary, "--pte", pte, "--prompt-len", 12, "--gen-len", 5, "--reps", 1, "--warmup", 0,
+                    "--threads", 1, "--dump-logits", dump, *extra)
+        assert proc.returncode == 0, proc.stderr
+        assert parse_runs(proc.stdout)[0]["prefill_chunk"] == {"whole": 12, "chunked": 5, "asked": 4}[name]
+        assert parse_runs(proc.stdout)[0]["max_seq_len"] == MAX_SEQ_LEN
+        dumps[name] = json.loads(dump.read_text())
+    ref = torch.tensor(dumps["whole"]["logits"])
+    for name in ("chunked", "asked"):
+        assert dumps[name]["decode_tokens"] == dumps["whole"]["decode_tokens"]
+        got = torch.tensor(dumps[name]["logits"])
+        assert torch.allclose(got, ref, atol=1e-4, rtol=0), (name, (got - ref).abs().max())
+    too_big = _run(harness_binary, "--pte", chunked_llama_pte, "--prompt-len", 12, "--prefill-chunk", 6)
+    assert too_big.returncode == 2 and "exceeds the program's get_max_seq_len 5" in too_big.stderr
+
+
+def test_verify_scores_a_chunked_program_like_a_whole_one(llama_pte, chunked_llama_pte):
+    from exporter.verification import PteDecoder
+
+    whole, chunked = PteDecoder(llama_pte), PteDecoder(chunked_llama_pte)
+    assert (chunked.prefill_chunk, chunked.max_seq_len) == (5, MAX_SEQ_LEN)
+    ids = [(7 * i + 3) % 128 for i in range(20)]
+    a, b = whole.score(ids, prefill_len=12), chunked.score(ids, prefill_len=12)
+    assert a.shape == b.shape == (9, 128)
+    assert torch.allclose(a, b, atol=1e-4, rtol=0), (a - b).abs().max()
 
 
 @pytest.mark.native

@@ -170,3 +170,7 @@ def test_bench_spec_validation():
         BenchSpec(threads=(0,))
     with pytest.raises(UsageError):
         BenchSpec(runner="nope")
+    with pytest.raises(UsageError, match="positive"):
+        BenchSpec(prefill_chunk=0)
+    with pytest.raises(UsageError, match="harness setting"):
+        BenchSpec(runner="llama_main", prefill_chunk=128)
