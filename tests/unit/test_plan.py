@@ -259,3 +259,26 @@ def test_cli_plan_json_and_plot(tiny_models, tmp_path, monkeypatch, capsys):
 def test_cli_plan_bad_input(args, code, capsys):
     got, out, err = _run(capsys, ["plan", *args, "--json"])
     assert got == code and not out and "error" in err.lower()
+
+
+def test_candidates_share_the_fp32_model_and_measure_as_a_full_copy_would(tiny_lm):
+    import copy
+
+    import torch
+
+    from exporter.build.evaluate import EagerEvaluator
+
+    ids = [(7 * i + 3) % 200 + 2 for i in range(32)]  # the tiny decoder holds 32 positions
+    lm = copy.deepcopy(tiny_lm)
+    ev = EagerEvaluator(lm, importance={}, chunks=[ids[:16], ids[16:]], calibration=ids)
+    before = {k: v.clone() for k, v in lm.state_dict().items()}
+    for label in ("8da4w-g32+emb4w-g64+l8-1", "8da8w+emb8w+out8w"):
+        recipe = parse_label(label)
+        got = ev.measure(recipe, context=0)
+        full = copy.deepcopy(lm)  # what every candidate used to be
+        apply_recipe(full, recipe, ev.importance, ev.scales)
+        assert got.quality == ev._quality(full) and got.weights == count_bytes(full, 0)
+        # quantizing the copy replaced its weights and left the shared fp32 model as it was
+        after = lm.state_dict()
+        assert all(torch.equal(before[k], after[k]) for k in before if not k.endswith(("k_cache", "v_cache")))
+    assert ev._quality(lm) == ev.unquantized
