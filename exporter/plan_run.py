@@ -15,6 +15,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Callable
 
+from .artifact import DimsRecord
 from .errors import UsageError
 from .planner import ModelShape, PlanResult, rank
 from .profiles import DeviceProfile
@@ -22,7 +23,7 @@ from .results import cache_dir, load_results
 
 EVAL_TEXT_ENV = "EXPORTER_EVAL_TEXT"
 DEFAULT_TEXT = Path(__file__).resolve().parents[2] / "shared" / "data" / "austen" / "prideprejudice.txt"
-CACHE_FORMAT = 2  # 2: weights are WeightBytes fields (RoPE per position inside)
+CACHE_FORMAT = 2  # 2: weights are WeightBytes fields (RoPE per position inside), the shape holds DimsRecord
 
 
 @dataclass(frozen=True)
@@ -44,9 +45,8 @@ class EvalSettings:
 def _shape(lm) -> ModelShape:
     from torch import nn
 
-    s = lm.spec
     body = sum(m.weight.numel() for name, m in lm.named_modules() if isinstance(m, nn.Linear) and name != "lm_head")
-    return ModelShape(s.n_layers, s.hidden, s.n_heads, s.n_kv_heads, s.head_dim, s.intermediate, s.vocab, body)
+    return ModelShape(DimsRecord.of(lm.spec), lm.spec.vocab, body)
 
 
 def run_plan(model: str | None, profile: DeviceProfile, *, max_seq_len: int | None = None,
@@ -97,7 +97,7 @@ def run_plan(model: str | None, profile: DeviceProfile, *, max_seq_len: int | No
     if missing:
         _write(path, store)
 
-    shape = ModelShape(**store["shape"])
+    shape = ModelShape.from_dict(store["shape"])
     measured = [{**m, "weights": WeightBytes(**m["weights"]).at_context(context).to_dict()}
                 for m in (store["measured"][r.label()] for r in recipes)]
     rows, reason, prediction = rank(profile, shape, measured, store["unquantized"]["perplexity"], context,

@@ -147,8 +147,7 @@ def run_export(plan: ExportPlan, *, force: bool = False, progress: Progress = la
             vocab_size=vocab_size,
             n_layers=n_layers,
             kv_cache_bytes=spec_kv_cache_bytes(spec, plan.max_seq_len, plan.recipe.kv_cache),
-            dims=DimsRecord(hidden=spec.hidden, n_heads=spec.n_heads, n_kv_heads=spec.n_kv_heads,
-                            head_dim=spec.head_dim, intermediate=spec.intermediate, windows=spec.windows),
+            dims=DimsRecord.of(spec),
             weight_bytes_per_token=weights_read,
             versions=library_versions(),
             export=ExportRecord(

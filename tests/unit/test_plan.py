@@ -6,6 +6,7 @@ import json
 
 import pytest
 
+from exporter.artifact import DimsRecord
 from exporter.build.candidates import candidate_recipes, count_bytes
 from exporter.build.recipes import Recipe, apply_recipe, parse_label
 from exporter.cli import main
@@ -175,8 +176,9 @@ def test_pareto_front():
 
 
 def test_predictions_follow_bandwidth_memory_and_kernels():
-    shape = ModelShape(n_layers=30, hidden=576, n_heads=9, n_kv_heads=3, head_dim=64, intermediate=1536, vocab=49152,
-                       body_params=106_168_320)
+    dims = DimsRecord(hidden=576, n_heads=9, n_kv_heads=3, head_dim=64, intermediate=1536, windows=(None,) * 30)
+    shape = ModelShape(dims, vocab=49152, body_params=106_168_320)
+    assert ModelShape.from_dict(json.loads(json.dumps(shape.to_dict()))) == shape  # as the plan cache keeps it
     weights = {"total": 92_000_000, "read_per_token": 76_000_000}
     recipe = parse_label("8da4w-g32+emb4w-g64")
     eff = Efficiency(0.5, 0.3, "test")
