@@ -1,10 +1,11 @@
 """Peak RSS of `exporter plan`'s measuring on the built-in model: one load, then the candidates one by one.
 
-    .venv/bin/python bench/plan_memory.py [--candidates N] [--out FILE.json]
+    PYTHONPATH=<checkout> .venv/bin/python bench/plan_memory.py [--candidates N] [--out FILE.json]
 
-Runs the plan's own code (plan_run._evaluator, EagerEvaluator.measure) without the per-layer costs or the
-cache, and prints the resident and peak RSS after each candidate; --out keeps each candidate's quality and
-bytes, so two checkouts can be compared candidate by candidate (PYTHONPATH=<checkout> picks the code).
+Runs the plan's own code (plan_run._evaluator, EagerEvaluator.measure) of the checkout on PYTHONPATH (without
+it, whichever `exporter` the environment has installed; the first line says which), without the per-layer costs
+or the cache, and prints the resident and peak RSS after each candidate; --out keeps each candidate's quality
+and bytes, so two checkouts can be compared candidate by candidate.
 """
 
 from __future__ import annotations
@@ -32,10 +33,12 @@ def main() -> None:
     parser.add_argument("--out", type=Path)
     args = parser.parse_args()
 
+    import exporter
     from exporter.build.candidates import candidate_recipes
     from exporter.build.plan import build_plan
     from exporter.plan_run import EvalSettings, _evaluator
 
+    print(f"exporter from {Path(exporter.__file__).parent}", flush=True)
     plan = build_plan(None, args.device)
     settings = EvalSettings()
     text = settings.text_path()
