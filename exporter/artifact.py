@@ -86,7 +86,8 @@ class ContextRecord(Model):
 
 
 class DimsRecord(Model):
-    """The decoder's shape: what the bytes read per decoded token follow from (exporter/roofline.py)."""
+    """The decoder's shape: what the KV cache a decode step reads follows from (exporter/roofline.py), and what
+    `exporter plan`'s predictions need of the model (planner.ModelShape)."""
 
     hidden: Int = Field(ge=1, description="hidden size (embedding width)")
     n_heads: Int = Field(ge=1)
@@ -94,6 +95,16 @@ class DimsRecord(Model):
     head_dim: Int = Field(ge=1)
     intermediate: Int = Field(ge=1, description="MLP inner width (gate, up and down projections)")
     windows: tuple[Int | None, ...] = Field(description="per layer: sliding-window length, null for full attention")
+
+    @property
+    def n_layers(self) -> int:
+        return len(self.windows)
+
+    @classmethod
+    def of(cls, spec) -> "DimsRecord":
+        """The record of a build/families.DecoderSpec."""
+        return cls(hidden=spec.hidden, n_heads=spec.n_heads, n_kv_heads=spec.n_kv_heads, head_dim=spec.head_dim,
+                   intermediate=spec.intermediate, windows=spec.windows)
 
 
 class FileRecord(Model):
@@ -172,6 +183,11 @@ class Manifest(Model):
         "(layers x 2 x max_seq_len x kv_heads x head_dim x dtype size, plus int8 scales and zero points); "
         "absent in manifests written before it was recorded")
     dims: DimsRecord | None = Field(None, description="decoder shape (null in manifests written before it was recorded)")
+    weight_bytes_per_token: Count | None = Field(
+        default=None, description="bytes of weights a decode step reads, counted on the quantized decoder "
+        "(build/candidates.count_bytes): every linear's codes and scales, the output layer, norms and other "
+        "constants, one embedding row, one RoPE position; the KV cache is not included. Absent in manifests "
+        "written before it was recorded")
     versions: dict[str, NonEmptyStr]
     export: ExportRecord
     overrides: dict[str, str | int]

@@ -2,7 +2,7 @@
 
 Measurements (quality, exact bytes, per-layer 4-bit costs) depend on the model, the evaluation text and the
 library versions, not on the phone, so they are cached under `<cache>/plans/<key>.json` and every profile
-reuses them. Bytes are stored without the RoPE tables, whose size follows the context (added per profile);
+reuses them. Bytes are stored for context 0 (no RoPE tables) and put at each profile's context when ranked;
 the ranking is recomputed each time (it is arithmetic, and bench results may have changed the efficiencies).
 """
 
@@ -11,10 +11,11 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Callable
 
+from .artifact import DimsRecord
 from .errors import UsageError
 from .planner import ModelShape, PlanResult, rank
 from .profiles import DeviceProfile
@@ -22,7 +23,7 @@ from .results import cache_dir, load_results
 
 EVAL_TEXT_ENV = "EXPORTER_EVAL_TEXT"
 DEFAULT_TEXT = Path(__file__).resolve().parents[2] / "shared" / "data" / "austen" / "prideprejudice.txt"
-CACHE_FORMAT = 1
+CACHE_FORMAT = 2  # 2: weights are WeightBytes fields (RoPE per position inside), the shape holds DimsRecord
 
 
 @dataclass(frozen=True)
@@ -44,9 +45,8 @@ class EvalSettings:
 def _shape(lm) -> ModelShape:
     from torch import nn
 
-    s = lm.spec
     body = sum(m.weight.numel() for name, m in lm.named_modules() if isinstance(m, nn.Linear) and name != "lm_head")
-    return ModelShape(s.n_layers, s.hidden, s.n_heads, s.n_kv_heads, s.head_dim, s.intermediate, s.vocab, body)
+    return ModelShape(DimsRecord.of(lm.spec), lm.spec.vocab, body)
 
 
 def run_plan(model: str | None, profile: DeviceProfile, *, max_seq_len: int | None = None,
@@ -81,9 +81,8 @@ def run_plan(model: str | None, profile: DeviceProfile, *, max_seq_len: int | No
         progress("measuring the cost of 4-bit weights per layer")
         costs = ev.layer_costs(32)
         store = {"key": key_fields, "shape": _shape(ev.lm).to_dict(), "unquantized": ev.unquantized.to_dict(),
-                 "rope_bytes_per_position": _rope_bytes_per_position(ev.lm),
                  "evaluation": ev_description, "layer_costs": costs, "measured": {}, "candidates": []}
-    from .build.candidates import candidate_recipes
+    from .build.candidates import WeightBytes, candidate_recipes
 
     by_cost = sorted(range(len(store["layer_costs"])), key=lambda i: -store["layer_costs"][i])
     recipes = candidate_recipes(profile.recipe, by_cost)
@@ -93,35 +92,19 @@ def run_plan(model: str | None, profile: DeviceProfile, *, max_seq_len: int | No
         progress(f"candidate {i + 1}/{len(missing)}: {recipe.label()}")
         m = get_evaluator().measure(recipe, context=0)
         store["measured"][recipe.label()] = {"label": recipe.label(), "recipe": recipe.to_dict(),
-                                             "quality": m.quality.to_dict(), "weights": m.weights.to_dict()}
+                                             "quality": m.quality.to_dict(), "weights": asdict(m.weights)}
     store["candidates"] = sorted(set(store["candidates"]) | {r.label() for r in recipes})
     if missing:
         _write(path, store)
 
-    shape = ModelShape(**store["shape"])
-    rope = store["rope_bytes_per_position"]
-    measured = [{**store["measured"][r.label()], "weights": _at_context(store["measured"][r.label()]["weights"], rope,
-                                                                        context)} for r in recipes]
+    shape = ModelShape.from_dict(store["shape"])
+    measured = [{**m, "weights": WeightBytes(**m["weights"]).at_context(context).to_dict()}
+                for m in (store["measured"][r.label()] for r in recipes)]
     rows, reason, prediction = rank(profile, shape, measured, store["unquantized"]["perplexity"], context,
                                     load_results(profile.id))
     chosen = next(r for r in rows if r.chosen)
     return PlanResult(export_plan.source.id, profile.id, context, rows, chosen.label, reason, store["unquantized"],
                       store["evaluation"], prediction, store["layer_costs"], cached)
-
-
-def _rope_bytes_per_position(lm) -> int:
-    from .build.candidates import ROPE_PREFIX
-
-    return sum(t.numel() * t.element_size() for name, t in lm.named_buffers()
-               if name.startswith(ROPE_PREFIX)) // lm.max_seq_len
-
-
-def _at_context(weights: dict[str, int], rope_per_position: int, context: int) -> dict[str, int]:
-    """Bytes measured without RoPE tables (context 0) at `context`: the tables are stored whole, and a decoded
-    token reads one position of them."""
-    tables = rope_per_position * context
-    return {**weights, "other": weights["other"] + tables, "total": weights["total"] + tables,
-            "read_per_token": weights["read_per_token"] + rope_per_position}
 
 
 def _evaluator(source, text: str, text_name: str, settings: EvalSettings, progress):

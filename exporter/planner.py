@@ -17,6 +17,7 @@ import statistics
 from dataclasses import asdict, dataclass, field
 from typing import Any, Sequence
 
+from .artifact import DimsRecord
 from .build.recipes import kv_cache_bytes as recipe_kv_cache_bytes
 from .errors import ModelError
 from .profiles import DeviceProfile
@@ -30,32 +31,33 @@ FP32 = 4
 
 @dataclass(frozen=True)
 class ModelShape:
-    """The numbers of a model the predictions need."""
+    """The numbers of a model the predictions need: the decoder's recorded shape, its vocabulary and the weights
+    of its decoder layers' linears (the MACs of one prefill token)."""
 
-    n_layers: int
-    hidden: int
-    n_heads: int
-    n_kv_heads: int
-    head_dim: int
-    intermediate: int
+    dims: DimsRecord
     vocab: int
-    body_params: int  # weights of the decoder layers' linears (the MACs of one prefill token)
+    body_params: int
 
-    def to_dict(self) -> dict[str, int]:
-        return asdict(self)
+    def to_dict(self) -> dict[str, Any]:
+        return {"dims": self.dims.model_dump(mode="json"), "vocab": self.vocab, "body_params": self.body_params}
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "ModelShape":
+        return cls(DimsRecord.model_validate(d["dims"]), d["vocab"], d["body_params"])
 
 
 def kv_cache_bytes(shape: ModelShape, tokens: int, recipe: Any) -> int:
-    return recipe_kv_cache_bytes(shape.n_layers, shape.n_kv_heads, shape.head_dim, tokens,
-                                 getattr(recipe, "kv_cache", "fp32"))
+    d = shape.dims
+    return recipe_kv_cache_bytes(d.n_layers, d.n_kv_heads, d.head_dim, tokens, getattr(recipe, "kv_cache", "fp32"))
 
 
 def activation_bytes(shape: ModelShape, context: int) -> int:
     """fp32 working memory of a prefill chunk: residual, norm, q/k/v, attention output, MLP and the logits row
     (XNNPACK reuses these buffers layer after layer, so one layer's worth counts)."""
     t = min(ACTIVATION_TOKENS, context)
-    per_token = 3 * shape.hidden + (shape.n_heads + 2 * shape.n_kv_heads) * shape.head_dim + 3 * shape.intermediate
-    return FP32 * (t * per_token + t * shape.n_heads * context + shape.vocab)
+    d = shape.dims
+    per_token = 3 * d.hidden + (d.n_heads + 2 * d.n_kv_heads) * d.head_dim + 3 * d.intermediate
+    return FP32 * (t * per_token + t * d.n_heads * context + shape.vocab)
 
 
 @dataclass(frozen=True)
@@ -96,7 +98,8 @@ def predict(profile: DeviceProfile, shape: ModelShape, weights: dict[str, int], 
     depth = int(context * DECODE_DEPTH_SHARE)
     per_token = weights["read_per_token"] + kv_cache_bytes(shape, depth, recipe)
     decode = eff.decode * profile.memory.bandwidth_gbps * 1e9 / per_token
-    macs = shape.body_params + 2 * shape.n_layers * shape.n_heads * shape.head_dim * PREFILL_PROMPT // 2
+    d = shape.dims
+    macs = shape.body_params + 2 * d.n_layers * d.n_heads * d.head_dim * PREFILL_PROMPT // 2
     prefill = eff.prefill * peak_int8_macs(profile) / macs
     memory = weights["total"] + kv_cache_bytes(shape, context, recipe) + activation_bytes(shape, context)
     return Prediction(memory, budget_bytes(profile), decode, prefill, per_token, depth)

@@ -15,7 +15,7 @@ from typing import Any, Callable, Sequence
 from . import __version__
 from .artifact import Artifact
 from .device.bench import TestResult, mean_sd
-from .roofline import manifest_token_bytes
+from .roofline import UNAVAILABLE, manifest_token_bytes
 
 # name -> (type, meaning). Order is the column order of CSV and JSON rows.
 ROW_FIELDS: dict[str, tuple[str, str]] = {
@@ -68,8 +68,9 @@ ROW_FIELDS: dict[str, tuple[str, str]] = {
                                "allocator (negative when mmap left part of the .pte unread)"),
     "bandwidth_gbps": ("float", "memory bandwidth used for the roofline, GB/s"),
     "bandwidth_source": ("str", "where bandwidth_gbps comes from (profile, measured on host, given, assumed)"),
-    "decode_bytes_per_token": ("float", "bytes a decode step reads, mean over the test's steps: linear weights "
-                               "and scales, output layer, one embedding row, KV cache to that depth (exporter/roofline.py)"),
+    "decode_bytes_per_token": ("float", "bytes a decode step reads, mean over the test's steps: the manifest's "
+                               "weight_bytes_per_token plus the KV cache to that depth (exporter/roofline.py; null "
+                               "for manifests without it)"),
     "roofline_decode_tps": ("float", "decode tokens/s the bandwidth allows: bandwidth / decode_bytes_per_token"),
     "roofline_fraction": ("float", "decode_tps_mean x decode_bytes_per_token / bandwidth (= decode_tps_mean / "
                           "roofline_decode_tps)"),
@@ -238,6 +239,8 @@ def to_markdown(rows: Sequence[dict]) -> str:
         lines.append(f"exporter {r0['exporter_version']}, executorch {r0['executorch_version'] or '?'}; "
                      f"pte {r0['pte_bytes']} bytes, sha256 {r0['pte_sha256'][:12]}; "
                      f"roofline = bandwidth / bytes read per decoded token ({'; '.join(sources) or 'no bandwidth'})")
+        if any(r["decode_bytes_per_token"] is None for r in rows):
+            lines.append(f"no roofline: {UNAVAILABLE}")
         for r in rows:
             if r["status"] != "ok":
                 first = (r["error"] or "").splitlines()[0] if r["error"] else "failed"

@@ -233,6 +233,7 @@ def fake_export(folder: Path, *, payload: bytes = b"\0" * 4096, pte: bytes | Non
         "cpu_set": [2, 3, 4, 5, 6, 7], "vocab_size": 3, "n_layers": 2,
         "dims": {"hidden": 64, "n_heads": 4, "n_kv_heads": 2, "head_dim": 16, "intermediate": 128,
                  "windows": [None, None]},
+        "weight_bytes_per_token": 60_000,
         "versions": {"exporter": "0.1.0", "executorch": "1.5.1", "torch": "2.13.0", "torchao": "0.18.0"},
         "export": {"wall_s": 1.0, "peak_rss_bytes": 1, "stages_s": {}, "delegated_calls": 1, "non_delegated_ops": {}},
         "overrides": {},

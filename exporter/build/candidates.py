@@ -5,14 +5,17 @@ against the sections of a SmolLM2-135M `.pte`: every tensor below matched to the
 program and alignment, was 0.39 MB): codes packed at 4 or 8 bits; scales of grouped 4-bit linears as bf16
 (XNNPACK's blockwise layout), all other scales fp32 (per-channel linears, embeddings); no zero points (the
 schemes are symmetric); float parameters and constant buffers at fp32, identical ones stored once (every
-RMSNorm's `mean_row`), the RoPE tables at the context the `.pte` is built for. The KV cache is a mutable buffer
-planned at load time, not stored.
+RMSNorm's `mean_row`), the RoPE tables at the context the `.pte` is built for. The KV cache (an int8 one with its
+scales and zero points) is a mutable buffer planned at load time, not stored.
+
+The same count says what a decode step reads of the weights (`WeightBytes.read_per_token`): the export records it
+in the manifest and the decode roofline (exporter/roofline.py) and the plan's speed prediction divide by it.
 """
 
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Sequence
 
 from .recipes import Recipe
@@ -20,7 +23,7 @@ from .recipes import Recipe
 if TYPE_CHECKING:
     from torch import nn
 
-KV_CACHE_BUFFERS = ("k_cache", "v_cache")
+KV_CACHE_BUFFERS = ("k_cache", "v_cache", "k_scales", "v_scales", "k_zero_points", "v_zero_points")
 ROPE_PREFIX = "rope_"
 EMBEDDING = "embed_tokens"
 OUTPUT = "lm_head"
@@ -28,26 +31,35 @@ OUTPUT = "lm_head"
 
 @dataclass(frozen=True)
 class WeightBytes:
-    """Bytes a `.pte` stores, by part; `embedding_row` is what one decoded token reads of the embedding."""
+    """Bytes a `.pte` built for `context` positions stores, by part, and what one decoded token reads of them."""
 
     embedding: int
     body: int  # the decoder layers' linears
     output: int  # the lm_head
-    other: int  # norms, biases, RoPE tables and other constants (fp32)
-    embedding_row: int
+    other: int  # norms, biases and other constants (fp32)
+    embedding_row: int  # one token's row of the embedding
+    rope_row: int  # one position of the RoPE tables, which are stored for `context` positions
+    context: int
+
+    @property
+    def rope(self) -> int:
+        return self.rope_row * self.context
 
     @property
     def total(self) -> int:
-        return self.embedding + self.body + self.output + self.other
+        return self.embedding + self.body + self.output + self.other + self.rope
 
     @property
     def read_per_token(self) -> int:
-        """Weight bytes a decoded token reads: every linear and constant, one embedding row."""
-        return self.body + self.output + self.other + self.embedding_row
+        """Weight bytes a decode step reads: every linear and constant, one embedding row, one RoPE position."""
+        return self.body + self.output + self.other + self.embedding_row + self.rope_row
+
+    def at_context(self, context: int) -> WeightBytes:
+        return replace(self, context=context)
 
     def to_dict(self) -> dict[str, int]:
         return {"total": self.total, "embedding": self.embedding, "body": self.body, "output": self.output,
-                "other": self.other, "read_per_token": self.read_per_token}
+                "other": self.other, "rope": self.rope, "read_per_token": self.read_per_token}
 
 
 def tensor_bytes(weight, *, embedding: bool) -> int:
@@ -70,6 +82,7 @@ def count_bytes(lm: nn.Module, context: int) -> WeightBytes:
     import torch
 
     parts = {"embedding": 0, "body": 0, "output": 0, "other": 0}
+    rope_row = 0
     counted: set[int] = set()
     seen_constants: set[tuple] = set()
     for name, module in lm.named_modules():
@@ -86,14 +99,14 @@ def count_bytes(lm: nn.Module, context: int) -> WeightBytes:
         counted.add(id(t))
         n = t.numel() * t.element_size()
         if leaf.startswith(ROPE_PREFIX):
-            parts["other"] += n * context // lm.max_seq_len
+            rope_row += n // lm.max_seq_len
             continue
         key = (t.dtype, tuple(t.shape), hashlib.sha256(t.detach().contiguous().numpy().tobytes()).hexdigest())
         if key not in seen_constants:
             seen_constants.add(key)
             parts["other"] += n
     vocab = lm.embed_tokens.num_embeddings
-    return WeightBytes(**parts, embedding_row=parts["embedding"] // vocab)
+    return WeightBytes(**parts, embedding_row=parts["embedding"] // vocab, rope_row=rope_row, context=context)
 
 
 def candidate_recipes(base: Recipe, layers_by_cost: Sequence[int]) -> list[Recipe]:

@@ -1,14 +1,18 @@
 """Eager quality of candidate recipes: perplexity and KL divergence against the unquantized model.
 
-The model is loaded once; each candidate is a deep copy of the fp32 StaticCacheLM quantized by the export's
-own `apply_recipe` (same torchao configs, same scale search, same calibration), then run eagerly with every
-position's logits. Evaluation text and calibration text are kept apart: `disjoint` checks that no run of
+The model is loaded once; each candidate is a copy of the fp32 StaticCacheLM quantized by the export's own
+`apply_recipe` (same torchao configs, same scale search, same calibration), then run eagerly with every
+position's logits. The copy's modules are new but its tensors are the loaded model's: quantizing replaces a
+module's weight with a new tensor and never writes the float one, so a candidate costs its quantized weights,
+not another fp32 model. Evaluation text and calibration text are kept apart: `disjoint` checks that no run of
 `NGRAM` calibration tokens occurs in the evaluation slice.
 """
 
 from __future__ import annotations
 
 import copy
+import gc
+import itertools
 import math
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Sequence
@@ -104,9 +108,13 @@ class EagerEvaluator:
 
     def measure(self, recipe: Recipe, context: int) -> Measured:
         """Quantize a copy of the model by `recipe` exactly as the export does, score it, count its bytes."""
-        lm = copy.deepcopy(self.lm)
+        shared = {id(t): t for t in itertools.chain(self.lm.parameters(), self.lm.buffers())}
+        lm = copy.deepcopy(self.lm, memo=shared)
         apply_recipe(lm, recipe, self.importance, self.scales)
-        return Measured(recipe, self._quality(lm), count_bytes(lm, context))
+        measured = Measured(recipe, self._quality(lm), count_bytes(lm, context))
+        del lm
+        gc.collect()  # torchao's quantized weights sit in reference cycles: free them before the next candidate
+        return measured
 
     def layer_costs(self, group_size: int) -> list[float]:
         """Per decoder layer: KL (nats per token, on the calibration text) when only that layer's linears

@@ -60,6 +60,7 @@ def run_export(plan: ExportPlan, *, force: bool = False, progress: Progress = la
     """Export `plan` into `plan.output` (model.pte, tokenizer, manifest.json); the caller holds its output_lock."""
     import torch
 
+    from .candidates import count_bytes
     from .lower import export_program, lower_to_executorch, runner_metadata
     from .model import arch_spec, build_static_lm, spec_kv_cache_bytes
     from .recipes import apply_recipe, collect_importance
@@ -99,6 +100,7 @@ def run_export(plan: ExportPlan, *, force: bool = False, progress: Progress = la
     gc.collect()  # the transformers model's float weights go before quantization needs room
     report = apply_recipe(lm, plan.recipe, importance)
     del importance
+    weights_read = count_bytes(lm, plan.max_seq_len).read_per_token  # the roofline's weights (roofline.py)
     t = stage("quantize_s", t)
 
     progress("torch.export (dynamic prompt length)")
@@ -145,8 +147,8 @@ def run_export(plan: ExportPlan, *, force: bool = False, progress: Progress = la
             vocab_size=vocab_size,
             n_layers=n_layers,
             kv_cache_bytes=spec_kv_cache_bytes(spec, plan.max_seq_len, plan.recipe.kv_cache),
-            dims=DimsRecord(hidden=spec.hidden, n_heads=spec.n_heads, n_kv_heads=spec.n_kv_heads,
-                            head_dim=spec.head_dim, intermediate=spec.intermediate, windows=spec.windows),
+            dims=DimsRecord.of(spec),
+            weight_bytes_per_token=weights_read,
             versions=library_versions(),
             export=ExportRecord(
                 wall_s=round(time.perf_counter() - t_start, 2),

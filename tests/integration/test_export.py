@@ -9,6 +9,7 @@ import torch
 
 from conftest import decode_like_the_runner
 from exporter.artifact import PTE
+from exporter.build.candidates import count_bytes
 from exporter.build.export import run_export
 from exporter.build.plan import build_plan
 from exporter.verification import PteDecoder, run_stock_runner
@@ -62,6 +63,8 @@ def test_quantized_pte_matches_eager_quantized_model(tiny_models, tmp_path, fami
     assert manifest.recipe.applied.scale_search == "activation-weighted mse"
     assert manifest.export.delegated_calls > 0
     _, lm = _eager_static(tiny_models[family], 64, plan.recipe)
+    # the roofline's weight bytes are those of the decoder quantized exactly as exported
+    assert manifest.weight_bytes_per_token == count_bytes(lm, 64).read_per_token
     tokens = [5, 17, 42, 99, 3, 250, 7, 8, 13, 21, 34, 55]
     got, want = _pte_vs(lm, out / PTE, tokens)
     cos = torch.nn.functional.cosine_similarity(got, want, dim=-1)

@@ -9,6 +9,7 @@ import torch
 
 from conftest import decode_like_the_runner
 from exporter.artifact import PTE
+from exporter.build.candidates import count_bytes
 from exporter.build.export import run_export
 from exporter.build.model import build_static_lm, spec_kv_cache_bytes
 from exporter.build.plan import build_plan
@@ -30,6 +31,9 @@ def test_int8_kv_pte_runs_and_matches_eager_int8(tiny_models, tmp_path):
     assert manifest.kv_cache_bytes == 2 * 2 * 64 * 2 * (16 + 4 + 1) == spec_kv_cache_bytes(
         build_static_lm(load_model(resolve_source(str(tiny_models["llama"]))), 64, "int8").spec, 64, "int8")
     assert "llama.custom_quantized_sdpa.default" in manifest.export.non_delegated_ops
+    # the int8 cache's codes, scales and zero points are planned buffers, not weights a decode step reads
+    fp32_cache = build_static_lm(load_model(resolve_source(str(tiny_models["llama"]))), 64)
+    assert manifest.weight_bytes_per_token == count_bytes(fp32_cache, 64).read_per_token
 
     lm = build_static_lm(load_model(resolve_source(str(tiny_models["llama"]))), 64, "int8")
     tokens = [5, 17, 42, 99, 3, 250, 7, 8, 13, 21, 34, 55]

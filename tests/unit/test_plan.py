@@ -6,6 +6,7 @@ import json
 
 import pytest
 
+from exporter.artifact import DimsRecord
 from exporter.build.candidates import candidate_recipes, count_bytes
 from exporter.build.recipes import Recipe, apply_recipe, parse_label
 from exporter.cli import main
@@ -61,11 +62,38 @@ def test_weight_bytes_are_exact(tiny_lm, label):
     # Identical constants are stored once (ExecuTorch dedupes them by content): the untrained norms are all
     # ones, and every norm's mean_row is the same 1/hidden row.
     norms = 4 * h
-    rope = 2 * 64 * spec.head_dim * 4  # at the asked context (64), not the model's 32
+    rope_row = 2 * spec.head_dim * 4  # cos and sin of one position
     shared = 4 * h + 4 * spec.head_dim ** 2  # one mean_row and the rotate-half matrix
-    assert got.other == norms + rope + shared
-    assert got.embedding_row == got.embedding // spec.vocab
+    assert got.other == norms + shared
+    assert got.rope == 64 * rope_row  # stored at the asked context (64), not the model's 32
+    assert got.total == got.embedding + body + got.output + norms + shared + 64 * rope_row
+    emb_row = _expected((1, h), emb_bits, recipe.embedding_group_size, 4 if emb_bits < 32 else 0)
+    # a decode step reads every linear and constant, but one embedding row and one RoPE position
+    assert got.read_per_token == body + got.output + norms + shared + emb_row + rope_row
+    assert got.at_context(8).read_per_token == got.read_per_token and got.at_context(8).rope == 8 * rope_row
     assert isinstance(lm.lm_head.weight, torch.Tensor)
+
+
+def test_bytes_read_follow_the_recipe_and_leave_the_kv_cache_out(tiny_models, tiny_lm):
+    import copy
+
+    from exporter.build.model import build_static_lm
+    from exporter.build.source import load_model, resolve_source
+
+    def read(label, lm=tiny_lm):
+        lm = copy.deepcopy(lm)
+        apply_recipe(lm, parse_label(label))
+        return count_bytes(lm, context=32).read_per_token
+
+    vocab, h = tiny_lm.spec.vocab, tiny_lm.spec.hidden
+    # an 8-bit output layer: a byte per weight and an fp32 scale per row instead of nibbles and bf16 per 32
+    assert read("8da4w-g32+emb4w-g64+out8w") - read("8da4w-g32+emb4w-g64") == \
+        vocab * h // 2 + 4 * vocab - 2 * vocab * (h // 32)
+    # an 8-bit embedding moves the number by one row's difference only
+    assert read("8da4w-g32+emb8w") - read("8da4w-g32+emb4w-g64") == (h + 4) - (h // 2 + 4 * (h // 64))
+    # an int8 KV cache's codes, scales and zero points are buffers the runtime plans, not weights
+    int8_kv = build_static_lm(load_model(resolve_source(str(tiny_models["llama"]))), 32, "int8")
+    assert read("8da4w-g32+emb4w-g64", int8_kv) == read("8da4w-g32+emb4w-g64")
 
 
 def test_mixed_precision_recipe_keeps_its_layers_at_8_bits(tiny_lm):
@@ -148,8 +176,9 @@ def test_pareto_front():
 
 
 def test_predictions_follow_bandwidth_memory_and_kernels():
-    shape = ModelShape(n_layers=30, hidden=576, n_heads=9, n_kv_heads=3, head_dim=64, intermediate=1536, vocab=49152,
-                       body_params=106_168_320)
+    dims = DimsRecord(hidden=576, n_heads=9, n_kv_heads=3, head_dim=64, intermediate=1536, windows=(None,) * 30)
+    shape = ModelShape(dims, vocab=49152, body_params=106_168_320)
+    assert ModelShape.from_dict(json.loads(json.dumps(shape.to_dict()))) == shape  # as the plan cache keeps it
     weights = {"total": 92_000_000, "read_per_token": 76_000_000}
     recipe = parse_label("8da4w-g32+emb4w-g64")
     eff = Efficiency(0.5, 0.3, "test")
@@ -232,3 +261,26 @@ def test_cli_plan_json_and_plot(tiny_models, tmp_path, monkeypatch, capsys):
 def test_cli_plan_bad_input(args, code, capsys):
     got, out, err = _run(capsys, ["plan", *args, "--json"])
     assert got == code and not out and "error" in err.lower()
+
+
+def test_candidates_share_the_fp32_model_and_measure_as_a_full_copy_would(tiny_lm):
+    import copy
+
+    import torch
+
+    from exporter.build.evaluate import EagerEvaluator
+
+    ids = [(7 * i + 3) % 200 + 2 for i in range(32)]  # the tiny decoder holds 32 positions
+    lm = copy.deepcopy(tiny_lm)
+    ev = EagerEvaluator(lm, importance={}, chunks=[ids[:16], ids[16:]], calibration=ids)
+    before = {k: v.clone() for k, v in lm.state_dict().items()}
+    for label in ("8da4w-g32+emb4w-g64+l8-1", "8da8w+emb8w+out8w"):
+        recipe = parse_label(label)
+        got = ev.measure(recipe, context=0)
+        full = copy.deepcopy(lm)  # what every candidate used to be
+        apply_recipe(full, recipe, ev.importance, ev.scales)
+        assert got.quality == ev._quality(full) and got.weights == count_bytes(full, 0)
+        # quantizing the copy replaced its weights and left the shared fp32 model as it was
+        after = lm.state_dict()
+        assert all(torch.equal(before[k], after[k]) for k in before if not k.endswith(("k_cache", "v_cache")))
+    assert ev._quality(lm) == ev.unquantized

@@ -76,7 +76,7 @@ def test_rows_stats_roofline_and_printers(tmp_path):
     assert table[0] == list(ROW_FIELDS) and len(table) == 4 and all(len(t) == len(ROW_FIELDS) for t in table)
     md = to_markdown(rows)
     assert "pp64+tg32" in md and "±" in md and "FAILED" in md and "roofline" in md
-    assert f"| {1_000_000 / 2**20:.1f}+3.0 |" in md
+    assert f"| {1_000_000 / 2**20:.1f}+3.0 |" in md and "no roofline" not in md
 
     written = write_report(rows, tmp_path / "out")
     assert {"results.json", "results.csv", "results.md"} <= set(written)
@@ -154,6 +154,14 @@ def test_emulated_rows_are_marked_and_get_no_roofline(tmp_path):
     assert row["emulated"] is True and row["roofline_decode_tps"] is None and row["roofline_fraction"] is None
     assert "(emulated)" in to_markdown([row])
     assert "true" in next(csv.DictReader(io.StringIO(to_csv([row]))))["emulated"]
+
+
+def test_a_manifest_without_weight_bytes_gets_no_roofline_and_says_why(tmp_path):
+    old = Artifact.open(fake_export(tmp_path / "old", weight_bytes_per_token=None))
+    result = TestResult(device=_device(), case=Case(64, 32, 2), runs=_runs(random.Random(3), 2, 64), reps=2)
+    row = build_rows([result], old)[0]
+    assert row["decode_tps_mean"] > 0 and row["decode_bytes_per_token"] is None and row["roofline_fraction"] is None
+    assert "no roofline: the manifest was written before" in to_markdown([row])
 
 
 def test_grid_has_one_case_per_combination():

@@ -1,4 +1,4 @@
-"""Bytes read per decoded token (exact on a tiny config) and the host bandwidth cache (no timing)."""
+"""Bytes read per decoded token (recorded weights plus the KV cache) and the host bandwidth cache (no timing)."""
 
 from __future__ import annotations
 
@@ -8,58 +8,38 @@ import pytest
 
 from conftest import fake_export
 
-from exporter.artifact import Artifact, DimsRecord
-from exporter.build.recipes import Recipe
+from exporter.artifact import Artifact
 from exporter.device import bandwidth
-from exporter.roofline import linear_bytes, manifest_token_bytes, token_bytes
+from exporter.roofline import kv_slots_read, manifest_token_bytes
 
-DIMS = DimsRecord(hidden=64, n_heads=4, n_kv_heads=2, head_dim=16, intermediate=128, windows=(None, 8))
-RECIPE = Recipe.make(linear="8da4w", group_size=32, embedding="4w", embedding_group_size=64, output="linear")
-
-
-def test_linear_bytes_per_scheme():
-    assert linear_bytes(64, 64, "8da4w", 32) == 2048 + 2 * 64 * 2  # nibbles + a bf16 scale per group of 32
-    assert linear_bytes(64, 48, "4w", 32) == 1536 + 4 * 64  # 48 % 32 != 0: per-channel fp32 scales
-    assert linear_bytes(64, 64, "4w", 0) == 2048 + 4 * 64
-    assert linear_bytes(64, 64, "8da8w", 0) == 4096 + 4 * 64
-    assert linear_bytes(64, 64, "none", 0) == 4 * 4096
+WINDOWED = {"max_seq_len": 32, "context.requested": 32, "weight_bytes_per_token": 123_456,
+            "dims.windows": [None, 8]}
 
 
-def test_token_bytes_exact_on_a_tiny_config():
-    tb = token_bytes(RECIPE, DIMS, vocab=320, max_seq_len=32, prompt_len=4, gen_len=8)
-    # per layer: q, o 64x64 -> 2304 each; k, v 32x64 -> 1152 each; gate, up, down 128x64 / 64x128 -> 4608 each
-    assert tb.linear == 2 * (2304 + 1152 + 1152 + 2304 + 3 * 4608)
-    assert tb.output == 320 * 64 // 2 + 2 * 320 * 2
-    assert tb.embedding_row == 32 + 4
-    # steps at positions 4..11 read p + 1 slots (mean 8.5) on the full layer, min(p + 1, 8) (mean 7.25) on the
-    # window-8 layer; a slot is K and V of 2 heads x 16 fp32
-    assert tb.kv_cache == pytest.approx((8.5 + 7.25) * 256)
-    assert tb.total == pytest.approx(41472 + 11520 + 36 + 4032)
-    int8 = token_bytes(RECIPE, DIMS, 320, 32, 4, 8, kv_dtype="int8")
-    assert int8.kv_cache == pytest.approx(15.75 * (64 + 2 * 2 * 5))
+def test_kv_slots_read_follow_positions_windows_and_the_cache():
+    # steps at positions 4..11 read p + 1 slots (mean 8.5) on the full layer, min(p + 1, 8) (mean 7.25) on a
+    # window-8 layer
+    assert kv_slots_read((None, 8), 32, range(4, 12)) == pytest.approx(8.5 + 7.25)
+    assert kv_slots_read((None, None), 8, range(20, 21)) == 2 * 8  # both layers capped at the cache's 8 slots
 
 
-
-def test_mixed_precision_layers_read_their_8bit_weights():
-    mixed = token_bytes(RECIPE.replace_checked(layers_8bit=(1,)), DIMS, 320, 32, 4, 8)
-    plain = token_bytes(RECIPE, DIMS, 320, 32, 4, 8)
-    # layer 1 at 8da8w: q, o 4096 + 256 each; k, v 2048 + 128 each; gate, up, down 8192 + 4 x out each
-    layer_8bit = 2 * (4096 + 256) + 2 * (2048 + 128) + 2 * (8192 + 512) + (8192 + 256)
-    assert mixed.linear == plain.linear // 2 + layer_8bit
-
-def test_output_mode_and_cache_cap():
-    out8 = Recipe.make(linear="8da4w", group_size=32, embedding="none", embedding_group_size=0, output="8w")
-    tb = token_bytes(out8, DIMS, vocab=320, max_seq_len=8, prompt_len=20, gen_len=1)
-    assert tb.output == 320 * 64 + 4 * 320 and tb.embedding_row == 4 * 64
-    assert tb.kv_cache == 2 * 8 * 256  # both layers are capped at the cache's 8 slots
+def test_roofline_reads_the_recorded_weight_bytes_and_the_kv_cache(tmp_path):
+    tb = manifest_token_bytes(Artifact.open(fake_export(tmp_path / "e", **WINDOWED)).manifest, 4, 8)
+    # a slot is K and V of 2 heads x 16 fp32 values (256 bytes) per layer
+    assert tb.weights == 123_456 and tb.kv_dtype == "fp32" and tb.kv_cache == pytest.approx((8.5 + 7.25) * 256)
+    assert tb.total == pytest.approx(123_456 + 15.75 * 256)
+    int8 = Artifact.open(fake_export(tmp_path / "i", **WINDOWED, **{"recipe.spec.kv_cache": "int8",
+                                                                     "recipe.label": "8da4w-g32+emb4w-g64+kv8"}))
+    tb8 = manifest_token_bytes(int8.manifest, 4, 8)
+    # int8: a code per value plus a 4-byte scale and a zero point per position and head
+    assert tb8.kv_dtype == "int8" and tb8.kv_cache == pytest.approx(15.75 * 2 * 2 * (16 + 4 + 1))
 
 
-def test_manifest_token_bytes(tmp_path):
-    art = Artifact.open(fake_export(tmp_path / "e"))
-    tb = manifest_token_bytes(art.manifest, 4, 8)
-    assert tb is not None and tb.kv_dtype == "fp32" and tb.kv_cache == pytest.approx(2 * 8.5 * 256)
-    old = Artifact.open(fake_export(tmp_path / "old", dims=None))
+def test_manifests_without_the_weight_bytes_get_no_roofline(tmp_path):
+    old = Artifact.open(fake_export(tmp_path / "old", weight_bytes_per_token=None))
     assert manifest_token_bytes(old.manifest, 4, 8) is None
+    older = Artifact.open(fake_export(tmp_path / "older", weight_bytes_per_token=None, dims=None))
+    assert manifest_token_bytes(older.manifest, 4, 8) is None
 
 
 def test_bandwidth_is_measured_once_per_key_and_cached(tmp_path):
