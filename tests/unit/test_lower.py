@@ -87,3 +87,41 @@ def test_decoder_partitioner_decomposes_once_and_delegates_the_linears(monkeypat
     targets = [str(n.target) for n in edge.exported_program().graph_module.graph.nodes if n.op == "call_function"]
     assert any("executorch_call_delegate" in t for t in targets)
     assert not any("linear" in t or "addmm" in t or "mm.default" in t for t in targets)  # the linear went to XNNPACK
+
+
+def _quantized_linears_program():
+    from torchao.quantization.quant_api import quantize_
+
+    from exporter.build.recipes import linear_config
+
+    torch.manual_seed(0)
+    m = torch.nn.Sequential(torch.nn.Linear(64, 96), torch.nn.SiLU(), torch.nn.Linear(96, 64)).eval()
+    quantize_(m, linear_config("8da4w", 32))
+    return torch.export.export(m, (torch.randn(2, 64),))
+
+
+def test_preprocess_copy_shares_weights_and_is_undone():
+    from executorch.backends.xnnpack.xnnpack_preprocess import XnnpackBackend
+
+    from exporter.build.lower import _preprocess_copies_share_weights
+
+    ep = _edge_program(_Linear(), torch.randn(2, 8))
+    with _preprocess_copies_share_weights():
+        copied = XnnpackBackend.copy_exported_program_for_preprocess(ep, [])
+    assert copied.graph is not ep.graph and copied.graph_module is not ep.graph_module
+    assert copied.state_dict.keys() == ep.state_dict.keys()
+    for name, weight in ep.state_dict.items():
+        assert copied.state_dict[name] is weight, name
+    restored = XnnpackBackend.copy_exported_program_for_preprocess(ep, [])  # ExecuTorch's own deep copy again
+    assert all(restored.state_dict[n] is not w for n, w in ep.state_dict.items())
+
+
+def test_lowered_bytes_do_not_change_when_preprocess_shares_weights(monkeypatch):
+    from contextlib import nullcontext
+
+    from exporter.build import lower
+
+    shared = lower.lower_to_executorch(_quantized_linears_program(), {}).buffer
+    monkeypatch.setattr(lower, "_preprocess_copies_share_weights", nullcontext)
+    copied = lower.lower_to_executorch(_quantized_linears_program(), {}).buffer
+    assert shared == copied
