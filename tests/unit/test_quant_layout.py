@@ -95,3 +95,29 @@ def test_searched_linear_layout_equals_torchao_layout_with_codes_installed(schem
     want.zero_point.zero_()
     got = nn.Parameter(intx_weight(codes, scales, torch.int4, gs, activations=scheme == "8da4w"), requires_grad=False)
     _assert_same_weight(got, want)
+
+
+def test_importance_without_logits_equals_hooks_on_the_full_forward(tiny_models):
+    from exporter.build.recipes import collect_importance
+    from exporter.build.source import load_model, resolve_source
+
+    hf = load_model(resolve_source(str(tiny_models["llama"])))
+    ids = list(range(2, 120))
+    want: dict[str, torch.Tensor] = {}
+    hooks = []
+    for name, module in hf.named_modules():
+        if isinstance(module, nn.Linear):
+            def hook(mod, inputs, out, name=name):
+                x = inputs[0].reshape(-1, inputs[0].shape[-1]).double()
+                want[name.removeprefix("model.")] = (x * x).mean(0).float()
+            hooks.append(module.register_forward_hook(hook))
+    with torch.no_grad():
+        logits = hf(torch.tensor([ids])).logits
+    for h in hooks:
+        h.remove()
+    got = collect_importance(hf, ids)
+    assert got.keys() == want.keys() and "lm_head" in got
+    for name in want:
+        assert torch.equal(got[name], want[name]), name
+    with torch.no_grad():  # the output layer is whole again
+        assert torch.equal(hf(torch.tensor([ids])).logits, logits)
