@@ -119,7 +119,7 @@ def _preprocess_copies_share_weights() -> Iterator[None]:
     for SmolLM2-135M. Here the copy is made inside the preprocess of its partition, so one exists at a time.
     XNNPACK's passes replace the graph's nodes and constants but never write into a weight tensor, so the graph
     is copied and the tensors are shared (the .pte bytes are identical, checked on the SmolLM2 export).
-    Measured on SmolLM2-135M: lowering's peak RSS 1.68 -> 1.65 GB (the rest of its rise is XNNPACK's packed
+    Measured on SmolLM2-135M: lowering's peak RSS 1.67 -> 1.65 GB (the rest of its rise is XNNPACK's packed
     weights and ExecuTorch's own temporaries).
     """
     import copy
