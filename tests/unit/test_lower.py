@@ -131,3 +131,28 @@ def test_lowered_bytes_do_not_change_when_preprocess_shares_weights(monkeypatch)
     monkeypatch.setattr(lower, "_preprocess_copies_share_weights", nullcontext)
     copied = lower.lower_to_executorch(_quantized_linears_program(), {}).buffer
     assert shared == copied
+
+
+def test_compact_dependency_viewer_sees_the_same_downstream_nodes():
+    from executorch.exir.backend.canonical_partitioners import group_partitioner
+    from torch.fx.passes.infra import partitioner
+
+    from exporter.build.lower import _compact_dependency_viewers, _CompactDependencyViewer
+
+    class Branchy(torch.nn.Module):
+        def forward(self, x, y):
+            a = torch.sin(x) + y
+            b = torch.cos(a) * x
+            return a - b, torch.relu(y)
+
+    gm = torch.export.export(Branchy(), (torch.randn(3), torch.randn(3))).graph_module
+    want, got = partitioner._DependencyViewer(gm), _CompactDependencyViewer(gm)
+    nodes = list(gm.graph.nodes)
+    assert any(len(want.downstreams_of(n)) > 1 for n in nodes)
+    for node in nodes:
+        assert set(got.downstreams_of(node)) == want.downstreams_of(node), node.name
+        assert len(got.downstreams_of(node)) == len(want.downstreams_of(node))
+    originals = partitioner._DependencyViewer, group_partitioner._DependencyViewer
+    with _compact_dependency_viewers():
+        assert partitioner._DependencyViewer is group_partitioner._DependencyViewer is _CompactDependencyViewer
+    assert (partitioner._DependencyViewer, group_partitioner._DependencyViewer) == originals
