@@ -172,16 +172,14 @@ def _compact_dependency_viewers() -> Iterator[None]:
 
 
 @contextmanager
-def _preprocess_copies_share_weights() -> Iterator[None]:
-    """While lowering, each partition is copied for XNNPACK's preprocess just before it, without its weights.
+def _preprocess_copies_one_at_a_time() -> Iterator[None]:
+    """While lowering, each partition is deep-copied for XNNPACK's preprocess just before it is preprocessed.
 
     ExecuTorch deep-copies every partition's program (in case a backend edits the graph) all at once, then
-    preprocesses them one by one: a second copy of every delegated weight plus 62 graph copies alive together
-    for SmolLM2-135M. Here the copy is made inside the preprocess of its partition, so one exists at a time.
-    XNNPACK's passes replace the graph's nodes and constants but never write into a weight tensor, so the graph
-    is copied and the tensors are shared (the .pte bytes are identical, checked on the SmolLM2 export).
-    Measured on SmolLM2-135M: lowering's peak RSS 1.67 -> 1.65 GB (the rest of its rise is XNNPACK's packed
-    weights and ExecuTorch's own temporaries).
+    preprocesses them one by one: a second copy of every delegated weight alive at the same time. Making each
+    copy inside its own preprocess gives every partition the same private copy, one at a time. (Sharing the
+    weights with the copy instead is not safe: XNNPACK's passes do write into fp32 weights, measured on the
+    Phi-3 shape in tests/integration/test_export.py.)
     """
     import copy
 
@@ -191,13 +189,8 @@ def _preprocess_copies_share_weights() -> Iterator[None]:
     own_preprocess = XnnpackBackend.__dict__["preprocess"]
     preprocess = XnnpackBackend.preprocess
 
-    def copy_sharing_weights(edge_program):
-        tensors = [*edge_program.state_dict.values(), *edge_program.constants.values(),
-                   *edge_program.graph_module.state_dict(keep_vars=True).values()]
-        return copy.deepcopy(edge_program, {id(t): t for t in tensors if isinstance(t, torch.Tensor)})
-
     XnnpackBackend.copy_exported_program_for_preprocess = classmethod(lambda cls, edge_program, specs: edge_program)
-    XnnpackBackend.preprocess = staticmethod(lambda edge_program, specs: preprocess(copy_sharing_weights(edge_program), specs))
+    XnnpackBackend.preprocess = staticmethod(lambda edge_program, specs: preprocess(copy.deepcopy(edge_program), specs))
     try:
         yield
     finally:
@@ -266,7 +259,7 @@ def lower_to_executorch(
     progress("lowering to ExecuTorch with the XNNPACK delegate")
     # One torch thread: lowering is Python tracing around small tensor ops (see threads.py).
     try:
-        with torch_threads(1), _decoder_xnnpack_passes(), _preprocess_copies_share_weights(), \
+        with torch_threads(1), _decoder_xnnpack_passes(), _preprocess_copies_one_at_a_time(), \
                 _compact_dependency_viewers():
             edge = to_edge_transform_and_lower(
                 program,
