@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import errno
-import gc
 import resource
 import time
 from typing import Callable
@@ -62,6 +61,7 @@ def run_export(plan: ExportPlan, *, force: bool = False, progress: Progress = la
 
     from .candidates import count_bytes
     from .lower import export_program, lower_to_executorch, runner_metadata
+    from .memory import release_freed_memory
     from .model import arch_spec, build_static_lm, spec_kv_cache_bytes
     from .recipes import apply_recipe, collect_importance
     from .source import (
@@ -97,10 +97,11 @@ def run_export(plan: ExportPlan, *, force: bool = False, progress: Progress = la
     calib_ids = tokenizer(sample_text(), add_special_tokens=False)["input_ids"][:CALIBRATION_TOKENS]
     importance = collect_importance(hf_model, calib_ids)
     del hf_model
-    gc.collect()  # the transformers model's float weights go before quantization needs room
+    release_freed_memory()  # the transformers model's float weights go before quantization needs room
     report = apply_recipe(lm, plan.recipe, importance)
     del importance
     weights_read = count_bytes(lm, plan.max_seq_len).read_per_token  # the roofline's weights (roofline.py)
+    release_freed_memory()
     t = stage("quantize_s", t)
 
     progress("torch.export (dynamic prompt length)")
@@ -111,10 +112,10 @@ def run_export(plan: ExportPlan, *, force: bool = False, progress: Progress = la
     metadata = runner_metadata(lm, bos_id=bos_id, eos_ids=eos_ids)
     vocab_size, n_layers, spec = lm.vocab_size, lm.n_layers, lm.spec
     del lm  # the program holds the weights from here on
-    gc.collect()
+    release_freed_memory()
     lowered = lower_to_executorch(program, metadata, progress)
     del program
-    gc.collect()
+    release_freed_memory()
     stages["lower_s"] = round(lowered.lower_s, 2)
     stages["serialize_s"] = round(lowered.serialize_s, 2)
     t = time.perf_counter()

@@ -110,6 +110,97 @@ def _decoder_xnnpack_passes() -> Iterator[None]:
         manager.__init__ = original_init
 
 
+class _Downstreams:
+    """The nodes downstream of one node, as a bit set over the graph's node order (what partitioners read)."""
+
+    __slots__ = ("_bits", "_nodes")
+
+    def __init__(self, bits: int, nodes: list):
+        self._bits, self._nodes = bits, nodes
+
+    def __iter__(self):
+        bits = self._bits
+        while bits:
+            low = bits & -bits
+            yield self._nodes[low.bit_length() - 1]
+            bits ^= low
+
+    def __len__(self) -> int:
+        return self._bits.bit_count()
+
+
+class _CompactDependencyViewer:
+    """The partitioners' dependency viewer, with each node's transitive downstream nodes as one integer's bits.
+
+    torch's and ExecuTorch's viewers keep a Python set of every node's downstream nodes (ExecuTorch's its
+    upstream nodes too, which nothing reads): quadratic in the graph, and the XNNPACK partitioner builds both.
+    For SmolLM2-135M's graph that was 0.6 GB of sets, the lowering's peak memory. The partitioners only ask
+    whether any downstream node lies in a partition, which does not depend on the order they come in.
+    """
+
+    def __init__(self, graph_module) -> None:
+        self._nodes = list(graph_module.graph.nodes)
+        index = {node: i for i, node in enumerate(self._nodes)}
+        self._index = index
+        self._bits = [0] * len(self._nodes)
+        for i in range(len(self._nodes) - 1, -1, -1):
+            bits = 0
+            for user in self._nodes[i].users:
+                j = index[user]
+                bits |= (1 << j) | self._bits[j]
+            self._bits[i] = bits
+
+    def downstreams_of(self, node) -> _Downstreams:
+        return _Downstreams(self._bits[self._index[node]], self._nodes)
+
+
+@contextmanager
+def _compact_dependency_viewers() -> Iterator[None]:
+    """While lowering, torch's and ExecuTorch's partitioners use _CompactDependencyViewer."""
+    from executorch.exir.backend.canonical_partitioners import group_partitioner
+    from torch.fx.passes.infra import partitioner
+
+    modules = (partitioner, group_partitioner)
+    originals = [m._DependencyViewer for m in modules]
+    for m in modules:
+        m._DependencyViewer = _CompactDependencyViewer
+    try:
+        yield
+    finally:
+        for m, original in zip(modules, originals):
+            m._DependencyViewer = original
+
+
+@contextmanager
+def _preprocess_copies_one_at_a_time() -> Iterator[None]:
+    """While lowering, each partition is deep-copied for XNNPACK's preprocess just before it is preprocessed.
+
+    ExecuTorch deep-copies every partition's program (in case a backend edits the graph) all at once, then
+    preprocesses them one by one: a second copy of every delegated weight alive at the same time. Making each
+    copy inside its own preprocess gives every partition the same private copy, one at a time. (Sharing the
+    weights with the copy instead is not safe: XNNPACK's passes do write into fp32 weights, measured on the
+    Phi-3 shape in tests/integration/test_export.py.)
+    """
+    import copy
+
+    from executorch.backends.xnnpack.xnnpack_preprocess import XnnpackBackend
+
+    own_copy = XnnpackBackend.__dict__.get("copy_exported_program_for_preprocess")  # None: inherited
+    own_preprocess = XnnpackBackend.__dict__["preprocess"]
+    preprocess = XnnpackBackend.preprocess
+
+    XnnpackBackend.copy_exported_program_for_preprocess = classmethod(lambda cls, edge_program, specs: edge_program)
+    XnnpackBackend.preprocess = staticmethod(lambda edge_program, specs: preprocess(copy.deepcopy(edge_program), specs))
+    try:
+        yield
+    finally:
+        XnnpackBackend.preprocess = own_preprocess
+        if own_copy is None:
+            del XnnpackBackend.copy_exported_program_for_preprocess
+        else:
+            XnnpackBackend.copy_exported_program_for_preprocess = own_copy
+
+
 def _decoder_partitioner():
     """XNNPACK's partitioner, with the program decomposed once instead of three times.
 
@@ -161,13 +252,15 @@ def lower_to_executorch(
         ConstraintBasedSymShapeEvalPass,
     )
 
+    from .memory import release_freed_memory
     from .threads import torch_threads
 
     t0 = time.perf_counter()
     progress("lowering to ExecuTorch with the XNNPACK delegate")
     # One torch thread: lowering is Python tracing around small tensor ops (see threads.py).
     try:
-        with torch_threads(1), _decoder_xnnpack_passes():
+        with torch_threads(1), _decoder_xnnpack_passes(), _preprocess_copies_one_at_a_time(), \
+                _compact_dependency_viewers():
             edge = to_edge_transform_and_lower(
                 program,
                 partitioner=[_decoder_partitioner()],
@@ -175,6 +268,7 @@ def lower_to_executorch(
                 constant_methods=metadata,
             )
         t1 = time.perf_counter()
+        release_freed_memory()  # the partitions' copies and preprocess temporaries, before serialization
         delegated, other = _op_summary(edge.exported_program().graph_module)
         progress("serializing the ExecuTorch program")
         with torch_threads(1):

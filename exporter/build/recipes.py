@@ -4,7 +4,7 @@ Names follow optimum-executorch (`8da4w`, `8da8w`, `4w`, `8w`): `8da` = int8 dyn
 fast int8 GEMM path), `4w`/`8w` = weight-only. A linear whose input width is not divisible by the group size
 falls back to per-channel groups of the same bit width (recorded in the result), as optimum does.
 
-4-bit weights get a second pass: torchao lays out the tensors, then each group's scale is re-chosen to
+4-bit linears get their own scale search (given calibration activations): each group's scale is chosen to
 minimise the activation-weighted squared error of the dequantized weights (llama.cpp's importance-matrix
 idea, on a few hundred calibration tokens). XNNPACK supports only symmetric 4-bit groups (it ignores zero
 points: measured here, an asymmetric 8da4w linear came out wrong), so the search is over symmetric scales,
@@ -235,8 +235,8 @@ def _granularity(group_size: int):
     return PerAxis(0) if group_size == 0 else PerGroup(group_size)
 
 
-def linear_config(scheme: str, group_size: int, *, searched: bool = False):
-    """torchao's config for `scheme`; `searched`: the scales are replaced by the search below afterwards."""
+def linear_config(scheme: str, group_size: int):
+    """torchao's config for `scheme` (the linears whose scales are not searched, see _quantize_searched)."""
     import torch
 
     from torchao.quantization.quant_api import (
@@ -247,9 +247,8 @@ def linear_config(scheme: str, group_size: int, *, searched: bool = False):
     bits = {"8da4w": torch.int4, "4w": torch.int4, "8da8w": torch.int8, "8w": torch.int8}.get(scheme)
     if bits is None:
         raise RecipeError(f"unknown linear scheme '{scheme}'", hint="use one of 8da4w, 8da8w, 4w, 8w, none")
-    # HQQ's scale-only search lowers weight error against plain round-to-nearest at no runtime cost. Where the
-    # scales are searched again anyway, the cheap round-to-nearest layout is enough (same tensors, same shapes).
-    algorithm = "affine" if searched else "hqq_scale_only"
+    # HQQ's scale-only search lowers weight error against plain round-to-nearest at no runtime cost.
+    algorithm = "hqq_scale_only"
     if scheme.startswith("8da"):
         return Int8DynamicActivationIntxWeightConfig(
             weight_dtype=bits, weight_granularity=_granularity(group_size), intx_choose_qparams_algorithm=algorithm
@@ -257,17 +256,88 @@ def linear_config(scheme: str, group_size: int, *, searched: bool = False):
     return IntxWeightOnlyConfig(weight_dtype=bits, granularity=_granularity(group_size), intx_choose_qparams_algorithm=algorithm)
 
 
-def embedding_config(scheme: str, group_size: int):
+def _weight_bounds(scheme: str) -> tuple[torch.dtype, int, int]:
     import torch
 
-    from torchao.quantization.quant_api import IntxWeightOnlyConfig
+    bits = torch.int4 if is_4bit(scheme) else torch.int8
+    return (bits, -8, 7) if is_4bit(scheme) else (bits, -128, 127)
 
-    bits = {"4w": torch.int4, "8w": torch.int8}.get(scheme)
-    if bits is None:
+
+def intx_weight(codes: torch.Tensor, scales: torch.Tensor, bits: torch.dtype, group: int, *, activations: bool):
+    """torchao's unpacked int-x weight from symmetric codes and fp32 scales, as its quantize_ lays it out
+    (int8 zero points of 0; per-token int8 activations for the 8da schemes), without quantizing anything."""
+    import torch
+
+    from torchao.quantization import IntxUnpackedToInt8Tensor
+
+    return IntxUnpackedToInt8Tensor(
+        qdata=codes, scale=scales, zero_point=torch.zeros_like(scales, dtype=torch.int8), target_dtype=bits,
+        block_size=(1, group), dtype=torch.float32, activation_quantization="int8_asym_per_token" if activations else None,
+    )
+
+
+def _set_weight(module: nn.Module, weight) -> None:
+    from torch import nn
+
+    module.weight = nn.Parameter(weight, requires_grad=False)
+
+
+def hqq_scale_only(weight: torch.Tensor, group_size: int, qmin: int, qmax: int, *, iters: int = 20,
+                   early_stop_tol: float = 1e-5, rows: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    """int8 codes and fp32 scales of torchao's scale-only HQQ (`_choose_qparams_and_quantize_scale_only_hqq`,
+    what IntxWeightOnlyConfig(intx_choose_qparams_algorithm="hqq_scale_only") runs), bit for bit, computed
+    over blocks of `rows` rows (default: about a million weights).
+
+    torchao's form makes about four float temporaries the size of the whole tensor per iteration: 0.35 GB
+    for SmolLM2's 49152 x 576 embedding, the export's peak memory. Every step but the stopping test is per
+    group, so blocks of rows give the same numbers; the test (the largest relative scale change of any
+    group under `early_stop_tol`) is taken over all blocks, as torchao takes it over the whole tensor.
+    """
+    import torch
+
+    n, k = weight.shape
+    gs = group_size or k
+    eps = torch.finfo(torch.float32).eps
+    rows = rows or max(1, (1 << 20) // k)
+    w = weight.detach().float()
+    blocks = [(r0, w[r0 : r0 + rows].reshape(-1, k // gs, gs)) for r0 in range(0, n, rows)]
+    qabs = max(abs(qmin), abs(qmax)) or 1
+    scale = torch.empty(n, k // gs)
+    with torch.no_grad():
+        for r0, g in blocks:
+            scale[r0 : r0 + rows] = (g.abs().amax(dim=2) / qabs).clamp_min(eps)
+        for _ in range(max(1, iters)):
+            new = torch.empty_like(scale)
+            rel = None
+            for r0, g in blocks:
+                s = scale[r0 : r0 + rows]
+                q = (g / s.unsqueeze(-1)).round().clamp(qmin, qmax)
+                num = (g * q).sum(dim=2, dtype=torch.float32)
+                den = (q * q).sum(dim=2, dtype=torch.float32)
+                s_new = torch.where(den > 0, num / den, s).clamp_min(eps).abs()
+                new[r0 : r0 + rows] = s_new
+                change = ((s_new - s).abs() / s.clamp_min(eps)).max()
+                rel = change if rel is None else torch.maximum(rel, change)
+            scale = new
+            if rel < early_stop_tol:
+                break
+        codes = torch.empty(n, k, dtype=torch.int8)
+        for r0, g in blocks:
+            q = (g / scale[r0 : r0 + rows].unsqueeze(-1)).round().clamp(qmin, qmax)
+            codes[r0 : r0 + rows] = q.reshape(-1, k).to(torch.int8)
+    return codes, scale
+
+
+def quantize_embedding(module: nn.Module, scheme: str, group_size: int) -> None:
+    """The embedding table to `scheme` (4w or 8w) in groups of `group_size` (0: whole rows) with HQQ scales,
+    in place. Scales stay fp32: with fp16 scales the lowered embedding_4bit produced wrong rows (measured:
+    cosine 0.28 against the eager table), so the 1.8 MB they would save is not worth it."""
+    if scheme not in ("4w", "8w"):
         raise RecipeError(f"unknown embedding scheme '{scheme}'", hint="use one of 4w, 8w, none")
-    # Scales stay fp32: with fp16 scales the lowered embedding_4bit produced wrong rows (measured: cosine
-    # 0.28 against the eager table), so the 1.8 MB they would save is not worth it.
-    return IntxWeightOnlyConfig(weight_dtype=bits, granularity=_granularity(group_size), intx_choose_qparams_algorithm="hqq_scale_only")
+    bits, qmin, qmax = _weight_bounds(scheme)
+    group = group_size or module.weight.shape[1]
+    codes, scales = hqq_scale_only(module.weight, group, qmin, qmax)
+    _set_weight(module, intx_weight(codes, scales, bits, group, activations=False))
 
 
 def collect_importance(hf_model: nn.Module, token_ids: list[int]) -> dict[str, torch.Tensor]:
@@ -283,16 +353,23 @@ def collect_importance(hf_model: nn.Module, token_ids: list[int]) -> dict[str, t
     hooks = []
     for name, module in hf_model.named_modules():
         if isinstance(module, nn.Linear):
-            def hook(mod, inputs, out, name=name):
+            def hook(mod, inputs, name=name):
                 x = inputs[0].reshape(-1, inputs[0].shape[-1]).double()
                 sums[name] = sums.get(name, 0) + (x * x).mean(0)
-            hooks.append(module.register_forward_hook(hook))
+            hooks.append(module.register_forward_pre_hook(hook))
+    # Only the output layer's input is needed, not its tokens x vocabulary logits (80 MB of floats for
+    # SmolLM2 on the calibration text, at the export's peak memory): it returns a slice of its input.
+    head = hf_model.get_output_embeddings()
+    if head is not None:
+        head.forward = lambda x: x[..., :1]
     try:
         with torch.no_grad():
             hf_model(torch.tensor([token_ids]))
     finally:
         for h in hooks:
             h.remove()
+        if head is not None:
+            del head.forward
     out: dict[str, torch.Tensor] = {}
     for name, value in sums.items():
         name = name[len("model."):] if name.startswith("model.") else name
@@ -360,43 +437,30 @@ def search_symmetric_scales(
 ScaleCache = dict  # (module name, group size) -> (codes, scales) of search_symmetric_scales
 
 
-def _search_4bit(lm: nn.Module, fqns: set[str], group_size: int, importance: dict[str, torch.Tensor],
-                 cache: ScaleCache | None = None) -> dict:
-    """Codes and scales for the 4-bit linears in `fqns`, searched from their float weights before quantization
-    (or taken from `cache`, filled for the next call on a copy of the same model: exporter plan).
+def _quantize_searched(lm: nn.Module, fqns: set[str], scheme: str, group_size: int,
+                       importance: dict[str, torch.Tensor], cache: ScaleCache | None = None) -> int:
+    """The 4-bit linears in `fqns` quantized in place with searched scales (or those in `cache`, filled for
+    the next call on a copy of the same model: exporter plan); returns how many.
 
-    Searching first keeps only int8 codes (a quarter of the float weights) alive instead of a float copy of
-    every linear: the export's peak memory.
+    Each linear's float weight is replaced as soon as its scales are found, so at most one float copy of
+    any layer exists beside the model (the export's peak memory), and no torchao quantization runs whose
+    result the search would overwrite.
     """
-    out = {}
+    bits, qmin, qmax = _weight_bounds(scheme)
+    done = 0
     for fqn, module in lm.named_modules():
         if fqn in fqns:
             k = module.in_features
             group = group_size if group_size and k % group_size == 0 else k
             found = cache.get((fqn, group)) if cache is not None else None
             if found is None:
-                found = search_symmetric_scales(module.weight, group, importance.get(fqn))
+                found = search_symmetric_scales(module.weight, group, importance.get(fqn), qmin, qmax)
                 if cache is not None:
                     cache[(fqn, group)] = found
-            out[fqn] = found
-    return out
-
-
-def _install_4bit(lm: nn.Module, searched: dict) -> int:
-    refined = 0
-    for fqn, module in lm.named_modules():
-        if fqn not in searched:
-            continue
-        w = module.weight
-        if not (hasattr(w, "qdata") and hasattr(w, "scale")):
-            continue
-        q, s = searched[fqn]
-        w.qdata.copy_(q)
-        w.scale.copy_(s.to(w.scale.dtype).reshape(w.scale.shape))
-        if getattr(w, "zero_point", None) is not None:
-            w.zero_point.zero_()
-        refined += 1
-    return refined
+            codes, scales = (t.clone() for t in found) if cache is not None else found  # a model never aliases the cache
+            _set_weight(module, intx_weight(codes, scales, bits, group, activations=scheme.startswith("8da")))
+            done += 1
+    return done
 
 
 def _layer_of(fqn: str) -> int | None:
@@ -433,14 +497,16 @@ def _apply_recipe(lm: nn.Module, recipe, importance: dict[str, torch.Tensor] | N
     def is_body_linear(m, fqn):  # the linears `recipe.linear` applies to
         return isinstance(m, nn.Linear) and fqn != "lm_head" and _layer_of(fqn) not in keep_8bit
 
-    searched: dict = {}
+    searched: set[str] = set()
+    refined = 0
     if importance is not None and recipe.linear in ("8da4w", "4w"):
-        targets = {fqn for fqn, m in lm.named_modules()
-                   if is_body_linear(m, fqn) or (fqn == "lm_head" and recipe.output == "linear")}
-        searched = _search_4bit(lm, targets, recipe.group_size, importance, scale_cache)
+        searched = {fqn for fqn, m in lm.named_modules()
+                    if is_body_linear(m, fqn) or (fqn == "lm_head" and recipe.output == "linear")}
+        refined = _quantize_searched(lm, searched, recipe.linear, recipe.group_size, importance, scale_cache)
 
+    # After the linears: the table's float temporaries then fit into the memory their float weights left.
     if recipe.embedding != "none":
-        quantize_(lm, embedding_config(recipe.embedding, recipe.embedding_group_size), filter_fn=lambda m, fqn: fqn == "embed_tokens")
+        quantize_embedding(lm.embed_tokens, recipe.embedding, recipe.embedding_group_size)
 
     fallback: list[str] = []
     n_linear = 0
@@ -450,22 +516,22 @@ def _apply_recipe(lm: nn.Module, recipe, importance: dict[str, torch.Tensor] | N
             fallback = [fqn for fqn, m in lm.named_modules() if is_body_linear(m, fqn) and m.in_features % gs]
         if keep_8bit:
             quantize_(lm, linear_config(recipe.eight_bit_form(), 0), filter_fn=is_8bit_layer)
-        body = bool(searched)
-        quantize_(lm, linear_config(recipe.linear, gs, searched=body),
-                  filter_fn=lambda m, fqn: is_body_linear(m, fqn) and fqn not in fallback)
+        quantize_(lm, linear_config(recipe.linear, gs),
+                  filter_fn=lambda m, fqn: is_body_linear(m, fqn) and fqn not in fallback and fqn not in searched)
         if fallback:
-            quantize_(lm, linear_config(recipe.linear, 0, searched=body), filter_fn=lambda m, fqn: fqn in fallback)
+            quantize_(lm, linear_config(recipe.linear, 0),
+                      filter_fn=lambda m, fqn: fqn in fallback and fqn not in searched)
         n_linear = sum(1 for fqn, m in lm.named_modules() if is_body_linear(m, fqn) or is_8bit_layer(m, fqn))
 
     output = "none"
     if recipe.output == "linear" and recipe.linear != "none":
         gs = recipe.group_size if recipe.group_size and lm.lm_head.in_features % recipe.group_size == 0 else 0
-        quantize_(lm, linear_config(recipe.linear, gs, searched="lm_head" in searched), filter_fn=lambda m, fqn: fqn == "lm_head")
+        if "lm_head" not in searched:
+            quantize_(lm, linear_config(recipe.linear, gs), filter_fn=lambda m, fqn: fqn == "lm_head")
         output = f"{recipe.linear}-g{gs}" if gs else f"{recipe.linear}-per-channel"
     elif recipe.output == "8w":
         quantize_(lm, linear_config("8da8w", 0), filter_fn=lambda m, fqn: fqn == "lm_head")
         output = "8da8w-per-channel"
-    refined = _install_4bit(lm, searched) if searched else 0
     embedding = "none" if recipe.embedding == "none" else f"{recipe.embedding}-g{recipe.embedding_group_size}"
     return QuantReport(
         linear_layers=n_linear,

@@ -16,10 +16,9 @@ ROWS, DIM = 1024, 576  # SmolLM2's width; more rows than DIM so the harness's ar
 
 def _embedding_only_pte() -> bytes:
     from torch import nn
-    from torchao.quantization import quantize_
 
     from exporter.build.lower import export_program, lower_to_executorch, runner_metadata
-    from exporter.build.recipes import embedding_config
+    from exporter.build.recipes import quantize_embedding
 
     class EmbeddingOnly(nn.Module):
         def __init__(self):
@@ -33,7 +32,7 @@ def _embedding_only_pte() -> bytes:
 
     torch.manual_seed(0)
     m = EmbeddingOnly().eval()
-    quantize_(m, embedding_config("4w", 64), filter_fn=lambda mod, fqn: fqn == "embed_tokens")
+    quantize_embedding(m.embed_tokens, "4w", 64)
     return lower_to_executorch(export_program(m), runner_metadata(m, bos_id=1, eos_ids=[2])).buffer
 
 
