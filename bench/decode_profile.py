@@ -105,8 +105,8 @@ def body_linears(dims: dict, n_layers: int, width: int = 8192):
 def measure_linears(dims: dict, n_layers: int, tmp: Path, reps: int) -> list[dict]:
     import torch
     from torchao.quantization import quantize_
-
-    from exporter.build.recipes import linear_config
+    from torchao.quantization.granularity import PerAxis, PerGroup
+    from torchao.quantization.quant_api import Int8DynamicActivationIntxWeightConfig
 
     rows = []
     for spec in SCHEMES:
@@ -114,7 +114,10 @@ def measure_linears(dims: dict, n_layers: int, tmp: Path, reps: int) -> list[dic
         torch.manual_seed(0)
         body = body_linears(dims, n_layers)
         t0 = time.perf_counter()
-        quantize_(body, linear_config(scheme, int(group), searched=True))
+        # Plain round-to-nearest: the weights' values do not matter for speed, only their layout does.
+        quantize_(body, Int8DynamicActivationIntxWeightConfig(
+            weight_dtype=torch.int4 if scheme == "8da4w" else torch.int8,
+            weight_granularity=PerGroup(int(group)) if int(group) else PerAxis(0), intx_choose_qparams_algorithm="affine"))
         params = sum(m.in_features * m.out_features for m in body.modules() if isinstance(m, torch.nn.Linear))
         row = {"scheme": scheme, "group_size": int(group), "linear_params": params}
         # One program for both sizes: M is dynamic, as in the export's own forward.
@@ -141,21 +144,31 @@ def measure_attention(dims: dict, n_layers: int, max_seq_len: int, tmp: Path, re
     heads, kv_heads, head_dim = dims["n_heads"], dims["n_kv_heads"], dims["head_dim"]
 
     class Attention(torch.nn.Module):
-        def forward(self, q, k, v, pos):
+        """One custom_sdpa per layer, each over its own cache (as in the export: a step reads every layer's).
+
+        The caches live in the program (not passed in: the Python runtime would copy inputs on every call)."""
+
+        def __init__(self):
+            super().__init__()
+            for layer in range(n_layers):
+                self.register_buffer(f"k{layer}", torch.randn(1, max_seq_len, kv_heads, head_dim))
+                self.register_buffer(f"v{layer}", torch.randn(1, max_seq_len, kv_heads, head_dim))
+
+        def forward(self, q, pos):
             start = pos.item()
             torch._check_is_size(start)
             torch._check(start < max_seq_len)
-            for _ in range(n_layers):
+            for layer in range(n_layers):
+                k, v = getattr(self, f"k{layer}"), getattr(self, f"v{layer}")
                 q = q + 1e-3 * torch.ops.llama.custom_sdpa(q, k, v, start, None, 0.0, True)
             return q
 
     q = torch.randn(1, 1, heads, head_dim)
-    k, v = torch.randn(1, max_seq_len, kv_heads, head_dim), torch.randn(1, max_seq_len, kv_heads, head_dim)
-    method = _load(_lower(Attention(), (q, k, v, torch.tensor([0]))), tmp, "attention.pte")
+    method = _load(_lower(Attention(), (q, torch.tensor([0]))), tmp, "attention.pte")
     rows = []
     for depth in (d for d in DEPTHS if d < max_seq_len):
         pos = torch.tensor([depth])
-        med, best = _median_min(lambda: method.execute([q, k, v, pos]), reps)
+        med, best = _median_min(lambda: method.execute([q, pos]), reps)
         cache_bytes = 2 * n_layers * depth * kv_heads * head_dim * 4
         rows.append({"depth": depth, "median_ms": round(med, 3), "min_ms": round(best, 3),
                      "valid_cache_mb": round(cache_bytes / 1e6, 2),
