@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from typing import Callable, Iterator
 
 import torch
+from torch.fx.passes.infra.pass_base import PassResult
 
 from ..errors import ExportError
 
@@ -53,8 +54,10 @@ def export_program(lm) -> torch.export.ExportedProgram:
 # XNNPACK's preprocess runs 17 graph passes over every delegate partition (62 for a 30-layer model), and
 # each pass re-traces the partition with fake tensors: about a third of all lowering time. Most of them
 # rewrite ops a decoder never contains. A pass listed here runs only when its partition contains one of the
-# ATen ops that it rewrites (read from the passes' own sources in executorch 1.5.1); passes not listed
-# always run. Measured on a 4-layer model: lowering CPU time 27.7 s -> 18.0 s, logits unchanged.
+# ATen ops that it rewrites (read from the passes' own sources in executorch 1.5.1), and
+# PropagateCustomMetaPass (which copies node.meta["custom"] onto q/dq nodes, then re-traces) only when a node
+# has such meta; passes not listed always run. Measured on a 4-layer model: lowering CPU time 27.7 s -> 18.0 s,
+# logits unchanged; the custom-meta skip 15.8 -> 13.2 s of lowering, same .pte bytes.
 _PASS_TRIGGERS: dict[str, frozenset[str]] = {
     "DimOrderOpsRevertPass": frozenset({"_to_dim_order_copy", "_clone_dim_order", "_empty_dim_order"}),
     "ConvertToUpsampleBilinear2d": frozenset({"upsample_bilinear2d", "_upsample_bilinear2d_aa"}),
@@ -97,7 +100,11 @@ def _decoder_xnnpack_passes() -> Iterator[None]:
             return
         present = _aten_names(exported_program.graph)
 
+        custom_meta = any("custom" in node.meta for node in exported_program.graph.nodes)
+
         def needed(pass_cls) -> bool:
+            if pass_cls.__name__ == "PropagateCustomMetaPass":  # copies node.meta["custom"], then re-traces
+                return custom_meta
             triggers = _PASS_TRIGGERS.get(pass_cls.__name__)
             return triggers is None or bool(present & triggers)
 
@@ -201,6 +208,119 @@ def _preprocess_copies_one_at_a_time() -> Iterator[None]:
             XnnpackBackend.copy_exported_program_for_preprocess = own_copy
 
 
+# ExecuTorch's conversion to the edge dialect re-traces the whole program with fake tensors once per pass:
+# each re-trace of SmolLM2-135M costs about 10 s. These passes only rewrite single operator calls and hand
+# every call on through `super().call_operator` (read from their sources in executorch 1.5.1), so a class
+# that inherits them all in their order applies the same rewrites, in the same order, in one re-trace.
+_OPERATOR_REWRITES = ("NormalizeTransposePass", "ReplaceBrokenOpsWithFunctionalOpsPass", "ScalarToTensorPass",
+                      "SymToTensorPass")
+
+
+class _Rewrites:
+    def call(self, graph_module):
+        # ScalarToTensorPass reports only its own changes; the fused pass reports that it re-traced
+        return PassResult(super().call(graph_module).graph_module, True)
+
+
+class _ViewsToCopies:
+    """torch's ReplaceViewOpsWithViewCopyOpsPass as an operator rewrite: on its own base class it re-traces alone."""
+
+    def call_operator(self, op, args, kwargs, meta):
+        from torch._export.passes.replace_view_ops_with_view_copy_ops_pass import (
+            _NON_FUNCTIONAL_OPS_TO_FUNCTIONAL_OPS,
+            get_view_copy_of_view_op,
+        )
+        from torch._ops import HigherOrderOperator
+
+        if op in _NON_FUNCTIONAL_OPS_TO_FUNCTIONAL_OPS:
+            op = _NON_FUNCTIONAL_OPS_TO_FUNCTIONAL_OPS[op]
+        elif not isinstance(op, HigherOrderOperator):
+            op = get_view_copy_of_view_op(op._schema) or op
+        return super().call_operator(op, args, kwargs, meta)
+
+
+class _Unchanged:
+    def __call__(self, graph_module):
+        return PassResult(graph_module, False)
+
+
+def _fuse_operator_rewrites(passes: list, lead: tuple = ()) -> list:
+    """`passes` with each run of consecutive _OPERATOR_REWRITES passes replaced by one pass that inherits them.
+
+    `lead` (rewrite classes) joins the first run, ahead of its passes.
+    """
+    out, run = [], []
+    for p in [*passes, None]:
+        instance = getattr(p, "__wrapped__", p)  # ExecuTorch's pass lists hold them wrapped in functions
+        if p is not None and type(instance).__name__ in _OPERATOR_REWRITES:
+            run.append(type(instance))
+            continue
+        if run:
+            out.append(type("FusedOperatorRewrites", (_Rewrites, *lead, *run), {})())
+            run, lead = [], ()
+        if p is not None:
+            out.append(p)
+    return out
+
+
+@contextmanager
+def _fused_edge_passes() -> Iterator[None]:
+    """While lowering, the edge dialect's operator-rewriting passes re-trace the program together, not apart.
+
+    `RemoveMixedTypeOperators` (the last pass before the aten -> edge op replacement, which also only rewrites
+    calls) joins that replacement. After lowering, `to_executorch` runs a pass that inserts dim-order copies
+    before five portable ops (none of which a decoder leaves outside the delegate) and then re-traces the
+    program again anyway; the first is skipped where none of its ops is in the graph. The .pte bytes are the
+    same (tests/unit/test_lower.py; the SmolLM2 export too).
+    """
+    from executorch.exir.passes.legalize_portable_dim_order_pass import (
+        LegalizePortableDimOrderPass,
+    )
+    from executorch.exir.passes.remove_mixed_type_operators import (
+        RemoveMixedTypeOperators,
+    )
+    from executorch.exir.program import _program
+
+    get_passes, replace, views, to_executorch_passes = (
+        _program._get_aten_to_edge_passes, _program.OpReplacePass, _program.ReplaceViewOpsWithViewCopyOpsPass,
+        _program.edge_to_executorch_passes)
+
+    mixed_and_replace = type("MixedTypesAndOpReplace", (RemoveMixedTypeOperators, replace), {})
+
+    def aten_to_edge_passes(config):
+        pre, post = get_passes(config)
+        # without dim-order ops (our config) nothing runs between the two
+        last = getattr(pre[-1], "__wrapped__", pre[-1]) if pre else None
+        fuse = isinstance(last, RemoveMixedTypeOperators) and config._skip_dim_order
+        _program.OpReplacePass = mixed_and_replace if fuse else replace
+        fused = _fuse_operator_rewrites(pre[:-1] if fuse else pre, lead=(_ViewsToCopies,))
+        # the view rewrite ran just before these (only ReplaceSymSizeOpPass, a renaming of sym_size, between)
+        took_views = any(isinstance(p, _ViewsToCopies) for p in fused)
+        _program.ReplaceViewOpsWithViewCopyOpsPass = _Unchanged if took_views else views
+        return fused, post
+
+    def legalize_where_needed(legalize):
+        def run(graph_module):
+            targets = legalize._target_ops
+            if any(n.target in targets for m in graph_module.modules() if isinstance(m, torch.fx.GraphModule)
+                   for n in m.graph.nodes):
+                return legalize(graph_module)
+            return PassResult(graph_module, False)
+        return run
+
+    def executorch_passes(*args, **kwargs):
+        return [legalize_where_needed(p) if isinstance(p, LegalizePortableDimOrderPass) else p
+                for p in to_executorch_passes(*args, **kwargs)]
+
+    _program._get_aten_to_edge_passes = aten_to_edge_passes
+    _program.edge_to_executorch_passes = executorch_passes
+    try:
+        yield
+    finally:
+        (_program._get_aten_to_edge_passes, _program.OpReplacePass, _program.ReplaceViewOpsWithViewCopyOpsPass,
+         _program.edge_to_executorch_passes) = get_passes, replace, views, to_executorch_passes
+
+
 def _decoder_partitioner():
     """XNNPACK's partitioner, with the program decomposed once instead of three times.
 
@@ -260,7 +380,7 @@ def lower_to_executorch(
     # One torch thread: lowering is Python tracing around small tensor ops (see threads.py).
     try:
         with torch_threads(1), _decoder_xnnpack_passes(), _preprocess_copies_one_at_a_time(), \
-                _compact_dependency_viewers():
+                _compact_dependency_viewers(), _fused_edge_passes():
             edge = to_edge_transform_and_lower(
                 program,
                 partitioner=[_decoder_partitioner()],
@@ -271,7 +391,7 @@ def lower_to_executorch(
         release_freed_memory()  # the partitions' copies and preprocess temporaries, before serialization
         delegated, other = _op_summary(edge.exported_program().graph_module)
         progress("serializing the ExecuTorch program")
-        with torch_threads(1):
+        with torch_threads(1), _fused_edge_passes():
             et = edge.to_executorch(
                 ExecutorchBackendConfig(
                     extract_delegate_segments=True,

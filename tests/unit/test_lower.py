@@ -1,4 +1,4 @@
-"""XNNPACK pass pruning: passes run only where their ops are, and the skip is undone afterwards."""
+"""Lowering speed-ups: XNNPACK passes pruned, edge passes fused, copies one at a time; each gives the same program and is undone afterwards."""
 
 from __future__ import annotations
 
@@ -154,3 +154,118 @@ def test_compact_dependency_viewer_sees_the_same_downstream_nodes():
     with _compact_dependency_viewers():
         assert partitioner._DependencyViewer is group_partitioner._DependencyViewer is _CompactDependencyViewer
     assert (partitioner._DependencyViewer, group_partitioner._DependencyViewer) == originals
+
+
+def test_custom_meta_pass_runs_only_where_a_node_carries_custom_meta():
+    ep = _edge_program(_Linear(), torch.randn(2, 8))
+    assert "PropagateCustomMetaPass" not in _pass_names(ep)
+    next(n for n in ep.graph.nodes if n.op == "call_function").meta["custom"] = {"tag": 1}
+    assert "PropagateCustomMetaPass" in _pass_names(ep)
+
+
+class _EveryRewrite(torch.nn.Module):
+    """Views, a transpose, Python scalars in tensor ops and mixed dtypes: each fused rewrite has work here."""
+
+    def __init__(self):
+        super().__init__()
+        self.l = torch.nn.Linear(8, 8)
+
+    def forward(self, x, n):
+        y = self.l(x).view(4, 4).t().reshape(2, 8) * 0.5 + 1
+        return y + n, x.size(0) * y  # float + int64 tensor: a mixed-type add
+
+
+def _retraces(monkeypatch, fused: bool):
+    from contextlib import nullcontext
+
+    from torch.fx.passes.infra.pass_base import PassBase
+
+    from exporter.build import lower
+
+    names = []
+    call = PassBase.__call__
+
+    def counted(self, graph_module):
+        names.append(type(self).__name__)
+        return call(self, graph_module)
+
+    monkeypatch.setattr(PassBase, "__call__", counted)
+    if not fused:
+        monkeypatch.setattr(lower, "_fused_edge_passes", nullcontext)
+    torch.manual_seed(0)
+    ep = torch.export.export(_EveryRewrite(), (torch.randn(2, 8), torch.arange(16).reshape(2, 8)))
+    buffer = lower.lower_to_executorch(ep, {}).buffer
+    monkeypatch.undo()
+    return names, buffer
+
+
+def test_fused_edge_passes_give_the_same_program_in_fewer_retraces(monkeypatch):
+    apart, apart_bytes = _retraces(monkeypatch, fused=False)
+    together, together_bytes = _retraces(monkeypatch, fused=True)
+    assert together_bytes == apart_bytes
+    for name in ("NormalizeTransposePass", "ReplaceBrokenOpsWithFunctionalOpsPass", "ScalarToTensorPass",
+                 "SymToTensorPass", "RemoveMixedTypeOperators", "OpReplacePass", "ReplaceViewOpsWithViewCopyOpsPass"):
+        assert name in apart and name not in together, name
+    assert together.count("FusedOperatorRewrites") == 1 and together.count("MixedTypesAndOpReplace") == 1
+    assert len(apart) - len(together) >= 6
+
+
+def test_views_to_copies_rewrites_what_torchs_view_pass_rewrites():
+    # ReplaceBrokenOpsWithFunctionalOpsPass also turns views into copies, so a whole lowering cannot tell
+    # whether this rewrite ran; torch's pass additionally maps _unsafe_view, which is not a view op
+    from exporter.build.lower import _ViewsToCopies
+
+    class Seen:
+        def call_operator(self, op, args, kwargs, meta):
+            return op
+
+    class Probe(_ViewsToCopies, Seen):
+        pass
+
+    aten = torch.ops.aten
+    for op, want in ((aten._unsafe_view.default, aten.view_copy.default), (aten.view.default, aten.view_copy.default),
+                     (aten.permute.default, aten.permute_copy.default), (aten.add.Tensor, aten.add.Tensor)):
+        assert Probe().call_operator(op, (), {}, None) is want, op
+
+
+def test_fused_operator_rewrites_keep_their_order_and_the_passes_around_them():
+    from executorch.exir.passes import base_pre_op_replace_passes
+
+    from exporter.build.lower import _OPERATOR_REWRITES, _fuse_operator_rewrites, _ViewsToCopies
+
+    fused = _fuse_operator_rewrites(base_pre_op_replace_passes, lead=(_ViewsToCopies,))
+    names = [type(getattr(p, "__wrapped__", p)).__name__ for p in base_pre_op_replace_passes]
+    (merged,) = [p for p in fused if type(p).__name__ == "FusedOperatorRewrites"]
+    mro = [c.__name__ for c in type(merged).__mro__]
+    assert [n for n in mro if n in _OPERATOR_REWRITES] == [n for n in names if n in _OPERATOR_REWRITES]
+    assert mro.index("_ViewsToCopies") < mro.index("NormalizeTransposePass")
+    assert len(fused) == len(names) - len(_OPERATOR_REWRITES) + 1
+    assert fused[0] is base_pre_op_replace_passes[0]  # ReplaceSymSizeOpPass still runs first
+
+
+def test_dim_order_legalization_is_skipped_only_without_its_ops_and_everything_is_undone():
+    from executorch.exir import EdgeCompileConfig, ExecutorchBackendConfig, to_edge
+    from executorch.exir.program import _program
+
+    from exporter.build.lower import _fused_edge_passes
+
+    class Mean(torch.nn.Module):
+        def forward(self, x):
+            return x.permute(0, 2, 1).mean(dim=1)
+
+    def legalize(passes):
+        (p,) = [p for p in passes if "legalize" in getattr(p, "__qualname__", type(p).__name__).lower()]
+        return p
+
+    originals = (_program._get_aten_to_edge_passes, _program.OpReplacePass,
+                 _program.ReplaceViewOpsWithViewCopyOpsPass, _program.edge_to_executorch_passes)
+    plain = _edge_program(_Linear(), torch.randn(2, 8)).graph_module
+    mean = to_edge(torch.export.export(Mean(), (torch.randn(2, 3, 4),)),
+                   compile_config=EdgeCompileConfig(_check_ir_validity=False)).exported_program().graph_module
+    with _fused_edge_passes():
+        skip = legalize(_program.edge_to_executorch_passes(ExecutorchBackendConfig()))
+        untouched = skip(plain)
+        assert untouched.graph_module is plain and not untouched.modified
+        assert skip(mean).modified  # mean.dim is one of its ops: it runs
+    assert (_program._get_aten_to_edge_passes, _program.OpReplacePass,
+            _program.ReplaceViewOpsWithViewCopyOpsPass, _program.edge_to_executorch_passes) == originals
