@@ -65,6 +65,7 @@ def run_export(plan: ExportPlan, *, force: bool = False, progress: Progress = la
     from .model import arch_spec, build_static_lm, spec_kv_cache_bytes
     from .recipes import apply_recipe, collect_importance
     from .source import (
+        gguf_parsed_once,
         load_model,
         load_tokenizer,
         sample_text,
@@ -83,8 +84,9 @@ def run_export(plan: ExportPlan, *, force: bool = False, progress: Progress = la
 
     progress(f"loading {plan.source.id}")
     t = time.perf_counter()
-    hf_model = load_model(plan.source)
-    tokenizer = load_tokenizer(plan.source)
+    with gguf_parsed_once():
+        hf_model = load_model(plan.source)
+        tokenizer = load_tokenizer(plan.source)
     weights_hash = weights_sha256(plan.source)
     bos_id, eos_ids = special_ids(hf_model, tokenizer)
     bf16 = _bf16_bytes(hf_model)

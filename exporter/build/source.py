@@ -6,12 +6,15 @@ HF_HUB_OFFLINE), so the manifest can record a content hash of exactly the weight
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import importlib.util
 import os
+from contextlib import contextmanager
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
+from typing import Iterator
 
 from ..errors import ModelError
 
@@ -104,6 +107,42 @@ def weights_sha256(source: ModelSource) -> str:
     return digest.hexdigest()
 
 
+_parsed: dict | None = None  # the GGUF files parsed inside the outermost active gguf_parsed_once()
+
+
+@contextmanager
+def gguf_parsed_once() -> Iterator[None]:
+    """Inside this block each GGUF file is parsed once, and gguf's tensor-name map built once per model shape.
+
+    transformers parses the whole GGUF file for the config, again for the weights and again for the tokenizer:
+    3-4 s each for SmolLM2's 49152-token vocabulary on the dev host, 4 parses in an export. It also rebuilds
+    gguf's tensor-name map for each of the model's ~400 modules (about 5 s). Both only read, so reusing them
+    gives the same model; the parsed fields are dropped when the outermost block ends.
+    """
+    global _parsed
+    if _parsed is not None or importlib.util.find_spec("gguf") is None:
+        yield
+        return
+    import gguf
+
+    reader, name_map = gguf.GGUFReader, gguf.get_tensor_name_map
+    parsed: dict = {}
+
+    def parse(path, mode="r"):
+        key = (os.fspath(path), mode)
+        if key not in parsed:
+            parsed[key] = reader(path, mode)
+        return parsed[key]
+
+    _parsed = parsed
+    gguf.GGUFReader, gguf.get_tensor_name_map = parse, functools.lru_cache(maxsize=None)(name_map)
+    try:
+        yield
+    finally:
+        gguf.GGUFReader, gguf.get_tensor_name_map = reader, name_map
+        _parsed = None
+
+
 def load_config(source: ModelSource):
     """The model's transformers config, checked to be a supported family (before any weights are read)."""
     from transformers import AutoConfig
@@ -112,7 +151,8 @@ def load_config(source: ModelSource):
 
     kwargs = {"gguf_file": source.gguf_file} if source.gguf_file else {}
     try:
-        config = AutoConfig.from_pretrained(source.folder, **kwargs)
+        with gguf_parsed_once():
+            config = AutoConfig.from_pretrained(source.folder, **kwargs)
     except Exception as err:
         raise ModelError(f"cannot read the model config of {source.id}: {err}") from err
     resolve(config)  # the family and every config value the decoder reads, checked before any weights load
@@ -124,12 +164,13 @@ def load_model(source: ModelSource):
     import torch
     from transformers import AutoModelForCausalLM
 
-    load_config(source)  # fail on an unsupported family before loading gigabytes
     kwargs = {"gguf_file": source.gguf_file} if source.gguf_file else {}
-    try:
-        model = AutoModelForCausalLM.from_pretrained(source.folder, dtype=torch.float32, **kwargs)
-    except Exception as err:
-        raise ModelError(f"cannot load the weights of {source.id}: {type(err).__name__}: {err}") from err
+    with gguf_parsed_once():
+        load_config(source)  # fail on an unsupported family before loading gigabytes
+        try:
+            model = AutoModelForCausalLM.from_pretrained(source.folder, dtype=torch.float32, **kwargs)
+        except Exception as err:
+            raise ModelError(f"cannot load the weights of {source.id}: {type(err).__name__}: {err}") from err
     return model.eval()
 
 
@@ -138,7 +179,8 @@ def load_tokenizer(source: ModelSource):
 
     kwargs = {"gguf_file": source.gguf_file} if source.gguf_file else {}
     try:
-        return AutoTokenizer.from_pretrained(source.folder, **kwargs)
+        with gguf_parsed_once():
+            return AutoTokenizer.from_pretrained(source.folder, **kwargs)
     except Exception as err:
         raise ModelError(f"cannot load the tokenizer of {source.id}: {err}") from err
 
