@@ -1,4 +1,4 @@
-"""Lowering speed-ups: XNNPACK passes pruned, edge passes fused, copies one at a time; each gives the same program and is undone afterwards."""
+"""Lowering speed-ups (XNNPACK passes pruned, edge passes fused, copies one at a time): same program, undone after."""
 
 from __future__ import annotations
 
