@@ -1,6 +1,6 @@
 """One command for the export, decode and prefill tables, from scratch, with the aims checked.
 
-    .venv/bin/python bench/run_all.py                      # ~30 min on a quiet 2-core host
+    .venv/bin/python bench/run_all.py                      # 21-31 min on a quiet 2-core host
     .venv/bin/python bench/run_all.py --skip-busy          # without the export beside a busy core
 
 Runs, one after the other (nothing else should run meanwhile):
