@@ -225,6 +225,18 @@ def file_sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
+def top_token_id(tokenizer_json: Path) -> int:
+    """The highest token id a tokenizer.json can produce, added (special) tokens included; -1 when empty."""
+    from tokenizers import Tokenizer
+
+    try:
+        vocab = Tokenizer.from_file(str(tokenizer_json)).get_vocab(with_added_tokens=True)
+    except Exception as err:  # the Rust library raises plain Exception for a malformed file
+        raise ArtifactError(f"{tokenizer_json} is not a tokenizer: {str(err)[:200]}",
+                            hint="restore the export's tokenizer.json, or re-export") from None
+    return max(vocab.values(), default=-1)
+
+
 def load_manifest(folder: Path) -> Manifest:
     """The validated manifest of an export folder (ArtifactError, exit 11, for anything wrong with it)."""
     folder = Path(folder)

@@ -19,7 +19,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Callable, Iterator
 
-from .artifact import Artifact, VerificationRecord
+from .artifact import Artifact, VerificationRecord, top_token_id
 from .errors import ArtifactError, VerificationError
 from .quiet import native_logs
 
@@ -249,14 +249,7 @@ def _check_vocabulary(art: Artifact, pte_vocab: int) -> None:
     if pte_vocab != art.manifest.vocab_size:
         raise ArtifactError(f"{art.pte_path} has a vocabulary of {pte_vocab}, its manifest says "
                             f"{art.manifest.vocab_size}", hint="re-export the folder")
-    from tokenizers import Tokenizer
-
-    try:
-        vocab = Tokenizer.from_file(str(art.tokenizer_path)).get_vocab(with_added_tokens=True)
-    except Exception as err:  # the Rust library raises plain Exception for a malformed file
-        raise ArtifactError(f"{art.tokenizer_path} is not a tokenizer: {str(err)[:200]}",
-                            hint="restore the export's tokenizer.json, or re-export") from None
-    top = max(vocab.values(), default=-1)
+    top = top_token_id(art.tokenizer_path)
     if top >= pte_vocab:
         raise VerificationError(f"{art.tokenizer_path} has token ids up to {top}, but the .pte's vocabulary has "
                                 f"{pte_vocab} entries: it is not this model's tokenizer",

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import errno
 import resource
+import tempfile
 import time
+from pathlib import Path
 from typing import Callable
 
 from .. import __version__
@@ -25,6 +27,7 @@ from ..artifact import (
     check_output_free,
     file_sha256,
     staged_output,
+    top_token_id,
     write_bytes_synced,
 )
 from ..errors import ModelError, OutputError
@@ -93,6 +96,7 @@ def run_export(plan: ExportPlan, *, force: bool = False, progress: Progress = la
     n_params = bf16 // 2
     family = arch_spec(hf_model.config).family
     lm = build_static_lm(hf_model, plan.max_seq_len, plan.recipe.kv_cache)
+    _check_saved_tokenizer(tokenizer, lm.vocab_size, plan)
     t = stage("load_s", t)
 
     progress(f"quantizing ({plan.recipe.label()})")
@@ -163,6 +167,22 @@ def run_export(plan: ExportPlan, *, force: bool = False, progress: Progress = la
         )
         manifest.save(stage_dir)
     return Artifact(plan.output, manifest)
+
+
+def _check_saved_tokenizer(tokenizer, vocab_size: int, plan: ExportPlan) -> None:
+    """Refuse, before minutes of lowering, a tokenizer whose saved form has ids past the model's vocabulary.
+
+    A tokenizer class may add its own special tokens when it loads or saves a tokenizer (Qwen2's adds
+    <|endoftext|>), and a model whose embedding has no row for them would index past it on the phone.
+    """
+    with tempfile.TemporaryDirectory(prefix="exporter-tokenizer-") as tmp:
+        _save_tokenizer(tokenizer, Path(tmp), plan)
+        top = top_token_id(Path(tmp) / TOKENIZER)
+    if top >= vocab_size:
+        raise ModelError(f"the tokenizer of {plan.source.id} has token ids up to {top} once saved, but the model's "
+                         f"vocabulary has {vocab_size} entries",
+                         hint="give the model an embedding row for every token of its tokenizer "
+                              "(resize_token_embeddings), or use the tokenizer it was trained with")
 
 
 def _save_tokenizer(tokenizer, folder, plan: ExportPlan) -> None:

@@ -158,6 +158,22 @@ def test_disk_full_mid_write_is_clean_error(tiny_models, tmp_path, monkeypatch):
     assert not out.exists() and list(tmp_path.iterdir()) == []
 
 
+def test_export_refuses_a_tokenizer_that_grows_past_the_vocabulary_before_lowering(tmp_path, monkeypatch):
+    from conftest import _tiny_tokenizer, tiny_family
+
+    import exporter.build.lower as lower_mod
+    from exporter.errors import ModelError
+
+    folder = tmp_path / "qwen2"
+    tiny_family("qwen2").save_pretrained(folder)  # 300 rows; Qwen2's tokenizer class adds <|endoftext|> as id 300
+    _tiny_tokenizer(folder)
+    monkeypatch.setattr(lower_mod, "lower_to_executorch", lambda *a, **k: pytest.fail("lowered a doomed export"))
+    out = tmp_path / "out"
+    with pytest.raises(ModelError, match="token ids up to 300 once saved, but the model's vocabulary has 300"):
+        run_export(build_plan(str(folder), "sm8650", out, max_seq_len=32))
+    assert not out.exists()
+
+
 def test_force_replaces_existing_output(tiny_models, tmp_path):
     out = tmp_path / "out"
     out.mkdir()
