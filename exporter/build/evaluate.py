@@ -88,8 +88,11 @@ class EagerEvaluator:
     def _logits(lm, ids: Sequence[int]) -> torch.Tensor:
         import torch
 
+        from ..quiet import native_logs
+
         lm.reset_cache()
-        with torch.no_grad():
+        # ExecuTorch's custom attention and cache ops log from C++ on every call (4980 lines in one plan)
+        with torch.no_grad(), native_logs():
             return lm(torch.tensor([list(ids)]), torch.tensor([0]))[0, :-1].float()
 
     def _quality(self, lm) -> Quality:

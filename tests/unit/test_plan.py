@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 
 import pytest
 
@@ -230,15 +231,18 @@ def _run(capsys, argv):
     return exc.value.code, out, err
 
 
-def test_cli_plan_json_and_plot(tiny_models, tmp_path, monkeypatch, capsys):
+def test_cli_plan_json_and_plot(tiny_models, tmp_path, monkeypatch, capfd):
+    """capfd, not capsys: what ExecuTorch's C++ ops write straight to file descriptor 2 must not show either."""
     monkeypatch.setenv("EXPORTER_CACHE_DIR", str(tmp_path / "cache"))
     text = tmp_path / "eval.txt"
     text.write_text(TEXT)
     png = tmp_path / "plan.png"
     args = ["plan", "--device", "sm8650", "--model", str(tiny_models["llama"]), "--text", str(text),
             "--chunks", "2", "--chunk-len", "24", "--max-seq-len", "64", "--plot", str(png), "--json"]
-    code, out, _ = _run(capsys, args)
+    code, out, err = _run(capfd, args)
     assert code == 0
+    native = [ln for ln in err.splitlines() if re.match(r"^\[\w+\.(cpp|h):\d+\]", ln)]
+    assert native == []  # ExecuTorch's C++ log lines are behind -v
     doc = json.loads(out)
     assert len(doc["candidates"]) >= 6 and not doc["cached"]
     for c in doc["candidates"]:
@@ -249,7 +253,7 @@ def test_cli_plan_json_and_plot(tiny_models, tmp_path, monkeypatch, capsys):
     assert len(chosen) == 1 and chosen[0]["pareto"] and chosen[0]["label"] == doc["chosen"]
     assert doc["evaluation"]["disjoint"].startswith("checked")
     assert png.stat().st_size > 1000 and png.read_bytes()[:4] == b"\x89PNG"
-    code, out, _ = _run(capsys, args[:-3] + ["--json"])  # the second run reuses the measurements
+    code, out, _ = _run(capfd, args[:-3] + ["--json"])  # the second run reuses the measurements
     assert code == 0 and json.loads(out)["cached"]
 
 
