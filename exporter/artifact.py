@@ -225,16 +225,20 @@ def file_sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
-def top_token_id(tokenizer_json: Path) -> int:
-    """The highest token id a tokenizer.json can produce, added (special) tokens included; -1 when empty."""
+def top_token_id(tokenizer) -> int:
+    """The highest token id a tokenizer can produce, added (special) tokens included; -1 when empty.
+
+    `tokenizer`: a tokenizer.json path, or a loaded `tokenizers.Tokenizer` (what such a file is written from).
+    """
     from tokenizers import Tokenizer
 
-    try:
-        vocab = Tokenizer.from_file(str(tokenizer_json)).get_vocab(with_added_tokens=True)
-    except Exception as err:  # the Rust library raises plain Exception for a malformed file
-        raise ArtifactError(f"{tokenizer_json} is not a tokenizer: {str(err)[:200]}",
-                            hint="restore the export's tokenizer.json, or re-export") from None
-    return max(vocab.values(), default=-1)
+    if not isinstance(tokenizer, Tokenizer):
+        try:
+            tokenizer = Tokenizer.from_file(str(tokenizer))
+        except Exception as err:  # the Rust library raises plain Exception for a malformed file
+            raise ArtifactError(f"{tokenizer} is not a tokenizer: {str(err)[:200]}",
+                                hint="restore the export's tokenizer.json, or re-export") from None
+    return max(tokenizer.get_vocab(with_added_tokens=True).values(), default=-1)
 
 
 def load_manifest(folder: Path) -> Manifest:

@@ -4,9 +4,7 @@ from __future__ import annotations
 
 import errno
 import resource
-import tempfile
 import time
-from pathlib import Path
 from typing import Callable
 
 from .. import __version__
@@ -96,7 +94,7 @@ def run_export(plan: ExportPlan, *, force: bool = False, progress: Progress = la
     n_params = bf16 // 2
     family = arch_spec(hf_model.config).family
     lm = build_static_lm(hf_model, plan.max_seq_len, plan.recipe.kv_cache)
-    _check_saved_tokenizer(tokenizer, lm.vocab_size, plan)
+    _check_tokenizer_ids(tokenizer, lm.vocab_size, plan)
     t = stage("load_s", t)
 
     progress(f"quantizing ({plan.recipe.label()})")
@@ -169,20 +167,27 @@ def run_export(plan: ExportPlan, *, force: bool = False, progress: Progress = la
     return Artifact(plan.output, manifest)
 
 
-def _check_saved_tokenizer(tokenizer, vocab_size: int, plan: ExportPlan) -> None:
-    """Refuse, before minutes of lowering, a tokenizer whose saved form has ids past the model's vocabulary.
+def _check_tokenizer_ids(tokenizer, vocab_size: int, plan: ExportPlan) -> None:
+    """Refuse, before minutes of lowering, a tokenizer with ids past the model's vocabulary.
 
-    A tokenizer class may add its own special tokens when it loads or saves a tokenizer (Qwen2's adds
-    <|endoftext|>), and a model whose embedding has no row for them would index past it on the phone.
+    A tokenizer class may add its own special tokens when it loads a tokenizer (Qwen2's adds <|endoftext|>),
+    and a model whose embedding has no row for them would index past it on the phone. tokenizer.json is
+    written from this backend tokenizer, so its ids are the ones the saved file will have.
     """
-    with tempfile.TemporaryDirectory(prefix="exporter-tokenizer-") as tmp:
-        _save_tokenizer(tokenizer, Path(tmp), plan)
-        top = top_token_id(Path(tmp) / TOKENIZER)
+    backend = getattr(tokenizer, "backend_tokenizer", None)
+    if backend is None:
+        raise _no_fast_form(plan)
+    top = top_token_id(backend)
     if top >= vocab_size:
         raise ModelError(f"the tokenizer of {plan.source.id} has token ids up to {top} once saved, but the model's "
                          f"vocabulary has {vocab_size} entries",
                          hint="give the model an embedding row for every token of its tokenizer "
                               "(resize_token_embeddings), or use the tokenizer it was trained with")
+
+
+def _no_fast_form(plan: ExportPlan) -> ModelError:
+    return ModelError(f"the tokenizer of {plan.source.id} has no fast form ({TOKENIZER}), which the runners need",
+                      hint="use a model whose tokenizer has a tokenizer.json (a 'fast' tokenizer)")
 
 
 def _save_tokenizer(tokenizer, folder, plan: ExportPlan) -> None:
@@ -196,5 +201,4 @@ def _save_tokenizer(tokenizer, folder, plan: ExportPlan) -> None:
                           hint="free disk space, or choose another --output" if full else
                           "check permissions of the output folder") from err
     if not (folder / TOKENIZER).is_file():
-        raise ModelError(f"the tokenizer of {plan.source.id} has no fast form ({TOKENIZER}), which the runners need",
-                         hint="use a model whose tokenizer has a tokenizer.json (a 'fast' tokenizer)")
+        raise _no_fast_form(plan)
